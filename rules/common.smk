@@ -1,0 +1,160 @@
+# Helpers only: config validation, paths, wildcard constraints, the code each
+# stage depends on, and the params of every rule. No rules here.
+import json
+import math
+import os
+import sys
+
+WORKDIR = os.path.abspath(workflow.basedir)
+sys.path.insert(0, os.path.join(WORKDIR, "src"))
+# Jobs (local, conda or SLURM) import the library from this checkout.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (os.path.join(WORKDIR, "src"), os.environ.get("PYTHONPATH")) if p
+)
+
+from resonant.config import validate_config, study_processes  # noqa: E402
+
+validate_config(config)
+
+DATASET = config["dataset"]
+DATA = f"results/data/{DATASET['name']}"
+PROCESSES = study_processes(config)
+PY = "python"
+
+wildcard_constraints:
+    chunk=r"\d{4}",
+    inj=r"\d+",
+    seed=r"\d+",
+    study="|".join(config["studies"]),
+    group=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+
+
+# ---------------------------------------------------------------- code deps
+# The src/ files each stage imports: listed among its inputs so that editing
+# one reruns exactly the stages that use it (and changes their cache hash).
+_SRC = "src/resonant"
+_BASE = [f"{_SRC}/__init__.py", f"{_SRC}/cli.py", f"{_SRC}/io.py", f"{_SRC}/errors.py"]
+_SCHEMA = [f"{_SRC}/data/__init__.py", f"{_SRC}/data/schema.py"]
+CODE = {
+    "generate": ["workflow/scripts/generate.py", *_BASE, *_SCHEMA, f"{_SRC}/data/generate.py",
+                 f"{_SRC}/data/processes.py", f"{_SRC}/data/detector.py"],
+    "import_particles": ["workflow/scripts/import_lhco.py", *_BASE, *_SCHEMA, f"{_SRC}/data/lhco.py",
+                         f"{_SRC}/data/jets.py"],
+    "import_features": ["workflow/scripts/import_lhco.py", *_BASE, *_SCHEMA, f"{_SRC}/data/lhco.py",
+                        f"{_SRC}/data/jets.py"],
+    "cluster": ["workflow/scripts/cluster.py", *_BASE, *_SCHEMA, f"{_SRC}/data/jets.py"],
+    "merge_jets": ["workflow/scripts/merge_jets.py", *_BASE, *_SCHEMA, f"{_SRC}/data/dataset.py"],
+    "study_sets": ["workflow/scripts/study_sets.py", *_BASE, f"{_SRC}/regions.py"],
+}
+
+
+def code(stage):
+    return CODE[stage]
+
+
+# ---------------------------------------------------------------- data
+def n_chunks(process):
+    return math.ceil(PROCESSES[process]["n_events"] / DATASET["chunk_size"])
+
+
+def raw_groups():
+    """Raw-event groups: one per generated process, or the LHCO particle file."""
+    if DATASET["source"] == "lhco":
+        return {"lhco": 1} if DATASET["lhco"]["particles"] else {}
+    return {p: n_chunks(p) for p in PROCESSES}
+
+
+def jet_chunk_files(kind="jets"):
+    ext = "parquet" if kind == "jets" else "json"
+    return [
+        f"{DATA}/{kind}/{group}/chunk-{c:04d}.{ext}"
+        for group, n in raw_groups().items()
+        for c in range(n)
+    ]
+
+
+def generate_params(wildcards):
+    proc = PROCESSES[wildcards.group]
+    chunk = int(wildcards.chunk)
+    size = DATASET["chunk_size"]
+    from resonant.data.generate import chunk_seed
+
+    return {
+        "model": proc["model"],
+        "model_params": json.dumps(proc.get("params", {}), sort_keys=True),
+        "label": proc["label"],
+        "n_events": min(size, proc["n_events"] - chunk * size),
+        "seed": chunk_seed(DATASET["seed"], wildcards.group, chunk),
+        "chunk": chunk,
+        "detector": json.dumps(DATASET["detector"], sort_keys=True),
+    }
+
+
+def selection_params():
+    return json.dumps(config["selection"], sort_keys=True)
+
+
+def lhco_params():
+    l = DATASET["lhco"]
+    return json.dumps({"chunk_size": l["chunk_size"],
+                       "process_names": {"0": l["background_process"], "1": l["signal_process"]},
+                       **config["selection"]}, sort_keys=True)
+
+
+def lhco_feature_files():
+    l = DATASET["lhco"]
+    return {k: l[k] for k in ("features", "extra_background") if l[k]}
+
+
+def extra_background_arg():
+    extra = DATASET["lhco"]["extra_background"]
+    return f"--extra-background {extra}" if extra else ""
+
+
+def jets_from_features():
+    return DATASET["source"] == "lhco" and not DATASET["lhco"]["particles"]
+
+
+def jet_stats_files():
+    return [] if jets_from_features() else jet_chunk_files("stats")
+
+
+def jets_source():
+    """Where jets.parquet comes from: clustered chunks, or the LHCO features files."""
+    if jets_from_features():
+        return [f"{DATA}/jets/lhco-features.parquet"]
+    return jet_chunk_files()
+
+
+# ---------------------------------------------------------------- studies
+STUDY_FILES = ("sb.parquet", "sr.parquet", "sr_background.parquet", "sr_signal.parquet",
+               "test.parquet", "sr_mjj.parquet", "summary.json")
+
+
+def study_dir(study, inj, seed):
+    return f"results/{study}/inj{inj}/seed{seed}"
+
+
+def study_params(wildcards):
+    st = config["studies"][wildcards.study]
+    return json.dumps({
+        "background": st["background"], "signal": st["signal"], "injection": int(wildcards.inj),
+        "seed": int(wildcards.seed), "sr": config["regions"]["sr"], "sb": config["regions"]["sb"],
+        "split_seed": st["split_seed"], "val_fraction": st["val_fraction"],
+        "signal_test_fraction": st["signal_test_fraction"], "sr_background": st["sr_background"],
+        "mjj_kde": st["mjj_kde"],
+    }, sort_keys=True)
+
+
+def study_instances():
+    for study, st in config["studies"].items():
+        for inj in st["injections"]:
+            for seed in st["seeds"]:
+                yield study, inj, seed
+
+
+def all_targets():
+    targets = [f"{DATA}/selection.json"]
+    for study, inj, seed in study_instances():
+        targets.append(f"{study_dir(study, inj, seed)}/summary.json")
+    return targets

@@ -1,0 +1,1 @@
+"""Event data: generator, detector smearing, LHCO import, jets and features."""

@@ -1,0 +1,104 @@
+"""The config is validated before any job runs, with messages that name the key and the fix."""
+
+import copy
+
+import pytest
+import yaml
+
+from resonant.config import load_config, validate_config
+from resonant.errors import ConfigError
+
+
+def check(cfg, *fragments):
+    with pytest.raises(ConfigError) as e:
+        validate_config(copy.deepcopy(cfg))
+    msg = str(e.value)
+    for frag in fragments:
+        assert frag in msg, msg
+    return msg
+
+
+def test_laptop_config_is_valid_and_gets_defaults(laptop_config):
+    cfg = validate_config(laptop_config)
+    assert cfg["dataset"]["source"] == "generator"
+    st = next(iter(cfg["studies"].values()))
+    assert st["val_fraction"] == 0.2  # default filled in
+    assert st["mjj_kde"]["bandwidth"] == 10.0
+    assert cfg["methods"]["supervised"]["features"] == ["mj1", "dmj", "tau21_j1", "tau21_j2"]
+    assert cfg["methods"]["idealised"]["enabled"] is True
+
+
+def test_typo_in_key_suggests_the_right_one(laptop_config):
+    cfg = laptop_config
+    cfg["selection"]["lead_pt_mn"] = 1200
+    check(cfg, "selection.lead_pt_mn", "unknown key", "lead_pt_min")
+
+
+def test_wrong_type(laptop_config):
+    laptop_config["dataset"]["chunk_size"] = "many"
+    check(laptop_config, "dataset.chunk_size", "integer")
+
+
+def test_unknown_method(laptop_config):
+    laptop_config["methods"]["cathod"] = {}
+    check(laptop_config, "methods.cathod", "unknown key")
+
+
+def test_unknown_model(laptop_config):
+    laptop_config["processes"]["qcd"]["model"] = "qcd_dijets"
+    check(laptop_config, "processes.qcd.model", "qcd_dijet")
+
+
+def test_sr_outside_sb(laptop_config):
+    laptop_config["regions"]["sr"] = [2000.0, 2400.0]
+    check(laptop_config, "regions.sr", "inside the sideband")
+
+
+def test_inverted_window(laptop_config):
+    laptop_config["regions"]["sr"] = [3700.0, 3300.0]
+    check(laptop_config, "regions.sr", "low >= high")
+
+
+def test_injection_larger_than_signal(laptop_config):
+    st = next(iter(laptop_config["studies"].values()))
+    st["injections"] = [100, 10**6]
+    msg = check(laptop_config, "injections", "larger than")
+    assert "n_events" in msg
+
+
+def test_unknown_process_in_study(laptop_config):
+    st = next(iter(laptop_config["studies"].values()))
+    st["signal"] = "nonexistent"
+    check(laptop_config, "signal", "nonexistent")
+
+
+def test_background_used_as_signal(laptop_config):
+    st = next(iter(laptop_config["studies"].values()))
+    st["signal"] = "qcd"
+    check(laptop_config, "signal", "label 0")
+
+
+def test_lhco_source_needs_existing_files(laptop_config, tmp_path):
+    laptop_config["dataset"]["source"] = "lhco"
+    check(laptop_config, "dataset.lhco", "neither")
+    laptop_config["dataset"]["lhco"] = {"features": str(tmp_path / "missing.h5")}
+    check(laptop_config, "dataset.lhco.features", "does not exist")
+
+
+def test_load_config_reports_yaml_errors(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("dataset: [unclosed\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_all_shipped_configs_are_valid():
+    from conftest import ROOT
+
+    paths = [ROOT / "config.yaml", *sorted((ROOT / "config").glob("*.yaml")), *sorted((ROOT / "tests/configs").glob("*.yaml"))]
+    assert len(paths) >= 2
+    for p in paths:
+        with open(p) as f:
+            validate_config(yaml.safe_load(f))

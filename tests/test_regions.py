@@ -1,0 +1,130 @@
+"""Study sets: windows, injection, disjoint splits, the SR m_jj sampler."""
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from conftest import fake_jets
+from resonant.errors import ConfigError, InputError
+from resonant.regions import STUDY_SETS, StudySpec, Windows, build_study_sets, check_disjoint, sample_mjj
+
+W = Windows((3300.0, 3700.0), (2300.0, 5000.0))
+
+
+def spec(**kw):
+    base = dict(background=("qcd",), signal="sig", injection=300, seed=0, windows=W)
+    base.update(kw)
+    return StudySpec(**base)
+
+
+@pytest.fixture(scope="module")
+def jets():
+    return fake_jets()
+
+
+def test_windows():
+    m = np.array([2299.0, 2300.0, 3299.9, 3300.0, 3699.9, 3700.0, 4999.0, 5000.0])
+    assert W.in_sr(m).tolist() == [0, 0, 0, 1, 1, 0, 0, 0]
+    assert W.in_sb(m).tolist() == [0, 1, 1, 0, 0, 1, 1, 0]
+    with pytest.raises(ConfigError):
+        Windows((2000.0, 2500.0), (2300.0, 5000.0))
+
+
+def test_sets_are_disjoint_and_in_their_regions(jets):
+    sets, summary = build_study_sets(jets, spec())
+    check_disjoint(sets)
+    ids = np.concatenate([sets[n].column("event_id").to_numpy() for n in STUDY_SETS])
+    assert len(np.unique(ids)) == len(ids)
+    for name in ("sr", "sr_background", "sr_signal", "test"):
+        assert W.in_sr(sets[name].column("mjj").to_numpy()).all(), name
+    assert W.in_sb(sets["sb"].column("mjj").to_numpy()).all()
+    # the injected signal is split between SR and SB data, and counted right
+    n_sig = sum(int(pc.sum(sets[n].column("label")).as_py()) for n in ("sr", "sb"))
+    assert n_sig == 300 == summary["signal_injected"]["total"]
+    assert summary["signal_injected"]["sr"] == int(pc.sum(sets["sr"].column("label")).as_py())
+    assert int(pc.sum(sets["sr_background"].column("label")).as_py()) == 0
+    assert set(sets["sr_signal"].column("label").to_pylist()) == {1}
+    test_labels = sets["test"].column("label").to_numpy()
+    assert 0 < test_labels.mean() < 1
+
+
+def test_background_shares(jets):
+    sets, summary = build_study_sets(jets, spec())
+    b_data = summary["sr"]["background"]
+    b_ideal = len(sets["sr_background"])
+    b_test = summary["test"]["background"]
+    assert abs(b_data / (b_data + b_ideal + b_test) - 0.5) < 0.01
+    assert abs(b_ideal - b_test) <= 1
+
+
+def test_test_set_and_background_partition_fixed_across_seeds_and_injections(jets):
+    a, _ = build_study_sets(jets, spec(seed=0, injection=100))
+    b, _ = build_study_sets(jets, spec(seed=5, injection=500))
+    for name in ("test", "sr_background"):
+        assert a[name].column("event_id").equals(b[name].column("event_id"))
+
+
+def test_injections_nested_for_one_seed_and_vary_with_seed(jets):
+    def injected(s):
+        sets, _ = build_study_sets(jets, s)
+        ids = []
+        for n in ("sr", "sb"):
+            t = sets[n]
+            ids.append(t.filter(pc.equal(t.column("label"), 1)).column("event_id").to_numpy())
+        return set(np.concatenate(ids).tolist())
+
+    small, big = injected(spec(injection=100)), injected(spec(injection=400))
+    assert small < big
+    assert injected(spec(injection=100, seed=1)) != small
+
+
+def test_deterministic(jets):
+    a, sa = build_study_sets(jets, spec())
+    b, sb = build_study_sets(jets, spec())
+    for n in a:
+        assert a[n].equals(b[n]), n
+    assert sa == sb
+
+
+def test_splits(jets):
+    sets, _ = build_study_sets(jets, spec(val_fraction=0.25))
+    for n in ("sb", "sr", "sr_background", "sr_signal"):
+        split = np.asarray(sets[n].column("split").to_pylist())
+        assert set(split) == {"train", "val"}
+        assert abs((split == "val").mean() - 0.25) < 0.01
+    assert "split" not in sets["test"].column_names
+
+
+def test_mjj_samples_follow_sr_data(jets):
+    sets, _ = build_study_sets(jets, spec(oversampling=4.0))
+    s = sets["sr_mjj"].column("mjj").to_numpy()
+    d = sets["sr"].column("mjj").to_numpy()
+    assert len(s) == 4 * len(d)
+    assert W.in_sr(s).all()
+    from scipy.stats import ks_2samp
+
+    assert ks_2samp(s, d).pvalue > 1e-3
+
+
+def test_sample_mjj_reproduces_a_falling_spectrum():
+    rng = np.random.default_rng(1)
+    data = 3300 + rng.exponential(150, 20000)
+    data = data[data < 3700]
+    s = sample_mjj(data, 20000, (3300, 3700), 10.0, seed=3)
+    h_d, edges = np.histogram(data, 8, (3300, 3700), density=True)
+    h_s, _ = np.histogram(s, edges, density=True)
+    assert np.allclose(h_s, h_d, rtol=0.1)
+    assert np.array_equal(s, sample_mjj(data, 20000, (3300, 3700), 10.0, seed=3))
+
+
+def test_too_large_injection_is_a_clear_error(jets):
+    with pytest.raises(InputError, match="injection of 5000"):
+        build_study_sets(jets, spec(injection=5000), source="jets.parquet")
+
+
+def test_missing_process_and_empty_sr(jets):
+    with pytest.raises(InputError, match="'nosuch'"):
+        build_study_sets(jets, spec(signal="nosuch"), source="jets.parquet")
+    low = jets.filter(pc.or_(pc.less(jets.column("mjj"), 3300.0), pc.equal(jets.column("label"), 1)))
+    with pytest.raises(InputError, match="signal region .* holds no background"):
+        build_study_sets(low, spec(), source="jets.parquet")
