@@ -6,12 +6,21 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The laptop study, unless another config is given with --configfile (which
+# replaces it: configs are complete studies, not patches of this one).
+if not config:
+
+    configfile: "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/regions.smk"
+include: "rules/cathode.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:

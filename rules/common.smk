@@ -157,4 +157,72 @@ def all_targets():
     targets = [f"{DATA}/selection.json"]
     for study, inj, seed in study_instances():
         targets.append(f"{study_dir(study, inj, seed)}/summary.json")
-    return targets
+    return targets + report_targets()
+
+
+# ---------------------------------------------------------------- methods
+REFERENCE_METHODS = ("supervised", "idealised")
+CODE.update({
+    "reference": ["workflow/scripts/reference.py", *_BASE, f"{_SRC}/references.py", f"{_SRC}/features.py",
+                  f"{_SRC}/models/__init__.py", f"{_SRC}/models/bdt.py"],
+    "metrics": ["workflow/scripts/metrics.py", *_BASE, f"{_SRC}/metrics.py"],
+    "summarize": ["workflow/scripts/summarize.py", *_BASE, f"{_SRC}/metrics.py", f"{_SRC}/evaluation.py",
+                  f"{_SRC}/plots.py"],
+    "plot_curves": ["workflow/scripts/plot_curves.py", *_BASE, f"{_SRC}/metrics.py", f"{_SRC}/evaluation.py",
+                    f"{_SRC}/plots.py"],
+    "plot_data": ["workflow/scripts/plot_data.py", *_BASE, f"{_SRC}/plots.py", f"{_SRC}/features.py",
+                  f"{_SRC}/evaluation.py"],
+})
+
+
+def enabled_methods():
+    return [m for m, s in config["methods"].items() if s.get("enabled", True)]
+
+
+wildcard_constraints:
+    method="|".join(config["methods"]) or "none",
+    reference="|".join(REFERENCE_METHODS),
+
+
+def reference_params(wildcards):
+    s = config["methods"][wildcards.reference]
+    return json.dumps({**{k: v for k, v in s.items() if k != "enabled"}, "seed": int(wildcards.seed)},
+                      sort_keys=True)
+
+
+def metrics_params(wildcards):
+    return json.dumps({"study": wildcards.study, "method": wildcards.method, "injection": int(wildcards.inj),
+                       "seed": int(wildcards.seed)}, sort_keys=True)
+
+
+def study_metrics(wildcards):
+    st = config["studies"][wildcards.study]
+    return [f"{study_dir(wildcards.study, inj, seed)}/{m}/metrics.json"
+            for m in enabled_methods() for inj in st["injections"] for seed in st["seeds"]]
+
+
+def injection_scores(wildcards):
+    st = config["studies"][wildcards.study]
+    return {f"{m}_{seed}": f"{study_dir(wildcards.study, wildcards.inj, seed)}/{m}/scores.parquet"
+            for m in enabled_methods() for seed in st["seeds"]}
+
+
+def injection_scores_arg(wildcards, input):
+    return " ".join(f"{k.rsplit('_', 1)[0]}={v}" for k, v in input.items() if k != "code")
+
+
+def title_params(wildcards):
+    st = config["studies"][wildcards.study]
+    return json.dumps({"title": f"{wildcards.study}: {st['signal']}"})
+
+
+def report_targets():
+    out = [f"{DATA}/plots/{name}.png" for name in DATA_PLOTS]
+    for study, st in config["studies"].items():
+        if enabled_methods():
+            out += [f"results/{study}/summary/metrics.csv", f"results/{study}/summary/max_sic.png"]
+            out += [f"results/{study}/summary/sic_inj{inj}.png" for inj in st["injections"]]
+    return out
+
+
+DATA_PLOTS = ("mjj", "jet_mass_heavy", "jet_mass_light", "tau21_heavy", "tau21_light")

@@ -1,0 +1,21 @@
+"""Summary table (median and 68% band over seeds) and max SIC / AUC versus injection, every method."""
+
+from resonant import cli
+from resonant.evaluation import plot_versus_injection, write_summary
+
+
+def main(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics JSON files")
+    p.add_argument("--csv", required=True)
+    p.add_argument("--json", required=True)
+    p.add_argument("--max-sic-plot", required=True)
+    p.add_argument("--auc-plot", required=True)
+    args = p.parse_args(argv)
+    cli.setup_logging(args.verbose)
+    df = write_summary(args.metrics, args.csv, args.json)
+    plot_versus_injection(df, args.max_sic_plot, args.auc_plot, title=args.params.get("title"))
+
+
+if __name__ == "__main__":
+    cli.run(main)
