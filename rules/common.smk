@@ -53,8 +53,42 @@ def code(stage):
 
 
 # ---------------------------------------------------------------- data
+TURN_ON = "turnon-qcd"
+
+
+def nominal_qcd():
+    """The first qcd_dijet process of the table, whose generator cut the turn-on checks."""
+    return next((p for p, v in PROCESSES.items() if v.get("model") == "qcd_dijet"), None)
+
+
+def turn_on_enabled():
+    return DATASET["source"] == "generator" and DATASET["turn_on"]["enabled"] and nominal_qcd() is not None
+
+
+GEN_PROCESSES = dict(PROCESSES)
+if turn_on_enabled():
+    _qcd = PROCESSES[nominal_qcd()]
+    GEN_PROCESSES[TURN_ON] = {
+        "model": "qcd_dijet", "label": 0, "n_events": DATASET["turn_on"]["n_events"],
+        "params": {**_qcd.get("params", {}), "pthat_min": DATASET["turn_on"]["pthat_min"]},
+    }
+
+
 def n_chunks(process):
-    return math.ceil(PROCESSES[process]["n_events"] / DATASET["chunk_size"])
+    return math.ceil(GEN_PROCESSES[process]["n_events"] / DATASET["chunk_size"])
+
+
+def turn_on_files(kind):
+    ext = "json" if kind == "stats" else "parquet"
+    return [f"{DATA}/{kind}/{TURN_ON}/chunk-{c:04d}.{ext}" for c in range(n_chunks(TURN_ON))]
+
+
+def turn_on_params():
+    from resonant.data.processes import MODELS
+
+    nominal = MODELS["qcd_dijet"].resolve(PROCESSES[nominal_qcd()].get("params", {}))["pthat_min"]
+    return json.dumps({"nominal_pthat_min": nominal, "sample_pthat_min": DATASET["turn_on"]["pthat_min"],
+                       "sb": config["regions"]["sb"], "sr": config["regions"]["sr"]}, sort_keys=True)
 
 
 def raw_groups():
@@ -74,7 +108,7 @@ def jet_chunk_files(kind="jets"):
 
 
 def generate_params(wildcards):
-    proc = PROCESSES[wildcards.group]
+    proc = GEN_PROCESSES[wildcards.group]
     chunk = int(wildcards.chunk)
     size = DATASET["chunk_size"]
     from resonant.data.generate import chunk_seed
@@ -170,6 +204,7 @@ CODE.update({
                   f"{_SRC}/plots.py"],
     "plot_curves": ["workflow/scripts/plot_curves.py", *_BASE, f"{_SRC}/metrics.py", f"{_SRC}/evaluation.py",
                     f"{_SRC}/plots.py"],
+    "plot_turn_on": ["workflow/scripts/plot_turn_on.py", *_BASE, f"{_SRC}/plots.py", f"{_SRC}/evaluation.py"],
     "plot_data": ["workflow/scripts/plot_data.py", *_BASE, f"{_SRC}/plots.py", f"{_SRC}/features.py",
                   f"{_SRC}/evaluation.py"],
 })
@@ -218,6 +253,8 @@ def title_params(wildcards):
 
 def report_targets():
     out = [f"{DATA}/plots/{name}.png" for name in DATA_PLOTS]
+    if turn_on_enabled():
+        out.append(f"{DATA}/plots/turn_on.png")
     for study, st in config["studies"].items():
         if enabled_methods():
             out += [f"results/{study}/summary/metrics.csv", f"results/{study}/summary/max_sic.png"]

@@ -82,3 +82,22 @@ rule plot_data:
     shell:
         "{PY} workflow/scripts/plot_data.py --jets {input.jets} --params {params.p:q} --outdir {params.outdir}"
         " 2> {log}"
+
+
+rule plot_turn_on:
+    """Efficiency of the generator cut versus m_jj and leading-jet pT, from a sample with a lower cut."""
+    output:
+        report(f"{DATA}/plots/turn_on.png", caption="../workflow/report/turn_on.rst", category="Data"),
+    input:
+        raw=turn_on_files("raw"),
+        jets=turn_on_files("jets"),
+        code=code("plot_turn_on"),
+    params:
+        p=turn_on_params() if turn_on_enabled() else "{}",
+    log:
+        f"{DATA}/logs/plot_turn_on.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "{PY} workflow/scripts/plot_turn_on.py --raw {input.raw} --jets {input.jets} --params {params.p:q}"
+        " --output {output} 2> {log}"

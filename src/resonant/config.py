@@ -127,11 +127,21 @@ def check_semantics(config: dict) -> None:
             raise ConfigError("processes", "the generator needs a process table", "add processes (see config.yaml)")
         from .data.processes import MODELS  # registry only; Pythia is not imported here
 
+        from .data.detector import detector_config
+
         for pid, proc in config["processes"].items():
             if proc["model"] not in MODELS:
                 near = difflib.get_close_matches(proc["model"], list(MODELS), n=1)
                 hint = f"did you mean '{near[0]}'?" if near else f"known models: {', '.join(sorted(MODELS))}"
                 raise ConfigError(f"processes.{pid}.model", f"unknown model '{proc['model']}'", hint)
+            try:
+                MODELS[proc["model"]].resolve(proc.get("params", {}))
+            except ConfigError as e:
+                raise ConfigError(f"processes.{pid}.params", e.problem, e.fix) from None
+        try:
+            detector_config(ds["detector"])
+        except ConfigError as e:
+            raise ConfigError("dataset.detector", e.problem, e.fix) from None
     else:
         lhco = ds["lhco"]
         if not (lhco["particles"] or lhco["features"]):

@@ -78,3 +78,41 @@ def plot_dataset(jets, outdir, sr, sb) -> None:
                      "Heavier jet $\\tau_{21}$", outdir / "tau21_heavy.png")
     plots.histograms({p: f[:, 2] for p, f in by.items()}, np.linspace(0, 1.2, 49),
                      "Lighter jet $\\tau_{21}$", outdir / "tau21_light.png")
+
+
+def turn_on(pthat: np.ndarray, mjj: np.ndarray, lead_pt: np.ndarray, nominal: float, mjj_bins, pt_bins):
+    """Fraction of selected events with pTHat above ``nominal``, in bins of m_jj and leading-jet pT.
+
+    Returns {"mjj": (centres, eff, err), "pt": (centres, eff, err)} with binomial errors.
+    """
+    passed = pthat >= nominal
+    out = {}
+    for name, x, bins in (("mjj", mjj, mjj_bins), ("pt", lead_pt, pt_bins)):
+        n_all, edges = np.histogram(x, bins)
+        n_pass, _ = np.histogram(x[passed], edges)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            eff = np.where(n_all > 0, n_pass / np.maximum(n_all, 1), np.nan)
+            err = np.where(n_all > 0, np.sqrt(np.clip(eff * (1 - eff), 1 / np.maximum(n_all, 1) ** 2, None)
+                                               / np.maximum(n_all, 1)), np.nan)
+        out[name] = (0.5 * (edges[1:] + edges[:-1]), eff, err)
+    return out
+
+
+def plot_turn_on(curves: dict, nominal: float, sample_cut: float, sr, sb, path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(14, 6))
+    for ax, (name, xlabel) in zip(axes, (("mjj", "$m_{jj}$ [GeV]"), ("pt", "Leading jet $p_T$ [GeV]"))):
+        x, eff, err = curves[name]
+        ax.errorbar(x, eff, yerr=err, fmt="o", label=f"$\\hat{{p}}_T$ > {nominal:g} GeV given > {sample_cut:g} GeV")
+        ax.axhline(1.0, color="k", ls=":")
+        if name == "mjj":
+            ax.axvspan(*sr, color="grey", alpha=0.15, label="SR")
+            for edge in sb:
+                ax.axvline(edge, color="k", ls="--", lw=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("Efficiency of the generator cut")
+        ax.set_ylim(0, 1.15)
+        ax.legend(fontsize=12, loc="lower right")
+    plots._tag(axes[0])
+    plots.save(fig, path)

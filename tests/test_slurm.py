@@ -1,0 +1,49 @@
+"""The tiny study through profiles/slurm against a real single-node SLURM cluster."""
+
+import json
+import subprocess
+
+import pytest
+
+import slurm_cluster
+from workflow_utils import copy_project, planned, snakemake
+
+pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+CONFIG = "tests/configs/tiny.yaml"
+# What differs from a real site: the partition, no accounting daemon (squeue for
+# the status), quick first status check, and requests that fit a 2-core node.
+LOCAL_SITE = [
+    "--slurm-status-command", "squeue",
+    "--slurm-init-seconds-before-status-checks", "3",
+    "--slurm-no-account",
+    "--slurm-keep-successful-logs",
+    "--default-resources", "slurm_partition=debug", "runtime=30", "mem_mb=1000", "cpus_per_task=1",
+    "--set-resources", "reference:cpus_per_task=1", "reference:mem_mb=1500", "study_sets:mem_mb=1500",
+    "cluster:mem_mb=1500", "generate:mem_mb=1000",
+    "--set-threads", "reference=1",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = tmp_path_factory.mktemp("slurm")
+    try:
+        slurm_cluster.start(state)
+    except (slurm_cluster.Unavailable, OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot run a SLURM cluster on this machine: {e}")
+    yield state
+    slurm_cluster.stop()
+
+
+def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path):
+    wd = copy_project(tmp_path / "wd")
+    proc = snakemake(wd, "--configfile", CONFIG, "--profile", "profiles/slurm", *LOCAL_SITE, timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert "sbatch" in out.lower() or "slurm" in out.lower()
+    assert "Submitted job" in out or "submitted" in out.lower(), out[-3000:]
+    for seed in (0, 1):
+        m = json.loads((wd / f"results/tiny/inj60/seed{seed}/supervised/metrics.json").read_text())
+        assert m["auc"] > 0.85
+    # every job ran as a SLURM job: the executor's job logs are there
+    assert list((wd / ".snakemake/slurm_logs").rglob("*.log")), "no SLURM job logs"
+    assert planned(wd, "--configfile", CONFIG) == {}
