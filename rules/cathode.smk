@@ -21,3 +21,65 @@ rule reference:
         "{PY} workflow/scripts/reference.py --method {wildcards.reference} --params {params.p:q}"
         " --study-dir results/{wildcards.study}/inj{wildcards.inj}/seed{wildcards.seed}"
         " --models-dir {output.models} --scores {output.scores} 2> {log}"
+
+
+rule cathode_flow:
+    """Classic CATHODE: the background flow p(m_j1, dm_j, tau21s | m_jj) trained in the sidebands."""
+    output:
+        flow="results/{study}/inj{inj}/seed{seed}/cathode/flow.pt",
+        meta="results/{study}/inj{inj}/seed{seed}/cathode/flow.json",
+    input:
+        sb="results/{study}/inj{inj}/seed{seed}/sb.parquet",
+        code=code("cathode_flow"),
+    params:
+        p=method_params("cathode"),
+    log:
+        "results/{study}/logs/cathode/flow-inj{inj}-seed{seed}.log",
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{PY} workflow/scripts/cathode_flow.py --sb {input.sb} --params {params.p:q} --threads {threads}"
+        " --output {output.flow} 2> {log}"
+
+
+rule cathode_sample:
+    """Background samples in the SR: the flow at m_jj values from the SR KDE."""
+    output:
+        "results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
+    input:
+        flow="results/{study}/inj{inj}/seed{seed}/cathode/flow.pt",
+        mjj="results/{study}/inj{inj}/seed{seed}/sr_mjj.parquet",
+        code=code("cathode_sample"),
+    params:
+        p=method_params("cathode"),
+    log:
+        "results/{study}/logs/cathode/sample-inj{inj}-seed{seed}.log",
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{PY} workflow/scripts/cathode_sample.py --flow {input.flow} --mjj {input.mjj} --params {params.p:q}"
+        " --threads {threads} --output {output} 2> {log}"
+
+
+rule cathode_classify:
+    """k-fold BDTs of SR data vs CATHODE samples, scored on the test set."""
+    output:
+        scores="results/{study}/inj{inj}/seed{seed}/cathode/scores.parquet",
+        history="results/{study}/inj{inj}/seed{seed}/cathode/classifier.json",
+    input:
+        sr="results/{study}/inj{inj}/seed{seed}/sr.parquet",
+        samples="results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
+        test="results/{study}/inj{inj}/seed{seed}/test.parquet",
+        code=code("cathode_classify"),
+    params:
+        p=method_params("cathode"),
+    log:
+        "results/{study}/logs/cathode/classify-inj{inj}-seed{seed}.log",
+    threads: 2
+    conda:
+        "../envs/bdt.yaml"
+    shell:
+        "{PY} workflow/scripts/cathode_classify.py --sr {input.sr} --background {input.samples}"
+        " --test {input.test} --params {params.p:q} --scores {output.scores} --history {output.history} 2> {log}"

@@ -210,6 +210,30 @@ CODE.update({
 })
 
 
+CODE.update({
+    "cathode_flow": ["workflow/scripts/cathode_flow.py", *_BASE, f"{_SRC}/cathode.py", f"{_SRC}/features.py",
+                     f"{_SRC}/models/__init__.py", f"{_SRC}/models/flow.py", f"{_SRC}/models/bdt.py",
+                     f"{_SRC}/train/__init__.py", f"{_SRC}/train/loop.py"],
+    "cathode_sample": ["workflow/scripts/cathode_sample.py", *_BASE, f"{_SRC}/models/__init__.py",
+                       f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py", f"{_SRC}/train/loop.py"],
+    "cathode_classify": ["workflow/scripts/cathode_classify.py", *_BASE, f"{_SRC}/cathode.py",
+                         f"{_SRC}/features.py", f"{_SRC}/references.py", f"{_SRC}/models/__init__.py",
+                         f"{_SRC}/models/bdt.py", f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py",
+                         f"{_SRC}/train/loop.py"],
+})
+
+
+def method_params(method):
+    """A params function: the method's settings plus the seed of the study set."""
+
+    def params(wildcards):
+        s = config["methods"][method]
+        return json.dumps({**{k: v for k, v in s.items() if k != "enabled"}, "seed": int(wildcards.seed)},
+                          sort_keys=True)
+
+    return params
+
+
 def enabled_methods():
     return [m for m, s in config["methods"].items() if s.get("enabled", True)]
 
@@ -220,9 +244,7 @@ wildcard_constraints:
 
 
 def reference_params(wildcards):
-    s = config["methods"][wildcards.reference]
-    return json.dumps({**{k: v for k, v in s.items() if k != "enabled"}, "seed": int(wildcards.seed)},
-                      sort_keys=True)
+    return method_params(wildcards.reference)(wildcards)
 
 
 def metrics_params(wildcards):

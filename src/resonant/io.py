@@ -129,3 +129,39 @@ def table_metadata(path) -> dict:
     meta = open_parquet(path).schema_arrow.metadata or {}
     raw = meta.get(b"resonant")
     return json.loads(raw) if raw else {}
+
+
+def write_h5(path, arrays: dict, attrs: dict | None = None, chunk_rows: int = 4096) -> None:
+    """Write named arrays (same first dimension) to HDF5, chunked and compressed, atomically.
+
+    ``attrs`` (JSON-serialisable) go to the file's attributes as JSON strings.
+    """
+    import h5py
+
+    with atomic_path(path, suffix=".tmp.h5") as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, a in arrays.items():
+                chunks = (min(chunk_rows, max(len(a), 1)), *a.shape[1:]) if a.ndim else None
+                f.create_dataset(name, data=a, chunks=chunks, compression="gzip", compression_opts=4, shuffle=True)
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = json.dumps(v, sort_keys=True, default=_json_default)
+
+
+def read_h5(path, names=None) -> tuple[dict, dict]:
+    """(arrays, attrs) of an HDF5 file written by :func:`write_h5`."""
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist", "run the stage that produces it")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [n for n in (names or []) if n not in f]
+            if missing:
+                raise InputError(path, f"dataset(s) {missing} missing (has: {list(f)})",
+                                 "regenerate the file with this version of the workflow", field=missing[0])
+            arrays = {n: f[n][()] for n in (names or list(f))}
+            attrs = {k: json.loads(v) for k, v in f.attrs.items()}
+    except OSError as e:
+        raise InputError(path, f"not a readable HDF5 file ({e})", "delete it and rerun the producing stage") from e
+    return arrays, attrs

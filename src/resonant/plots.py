@@ -18,7 +18,7 @@ plt.style.use(hep.style.CMS)
 METHOD_LABELS = {
     "supervised": "Supervised",
     "idealised": "Idealised AD",
-    "cathode": "CATHODE",
+    "cathode": "CATHODE (classic)",
     "random": "Random",
 }
 

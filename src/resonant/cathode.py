@@ -1,0 +1,68 @@
+"""The CATHODE engine, shared by every branch that uses it (classic, contrastive latent).
+
+1. A conditional flow p(x | m_jj) learns the background in the sidebands.
+2. It is sampled at m_jj values drawn in the SR (oversampled).
+3. Weakly supervised classifiers separate SR data (label 1) from the samples
+   (label 0) with k-fold cross-validation: every data event is scored by models
+   that did not train on it, and the test set by the mean of all fold models.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .models.bdt import BDT
+from .models.flow import ConditionalFlow
+
+log = logging.getLogger(__name__)
+
+
+def split(table: pa.Table, name: str) -> pa.Table:
+    return table.filter(pc.equal(table.column("split"), name))
+
+
+def train_flow(X_train, m_train, X_val, m_val, settings: dict, seed: int, name="cathode flow") -> ConditionalFlow:
+    flow = ConditionalFlow(
+        n_features=X_train.shape[1], kind=settings["kind"], transforms=settings["transforms"],
+        hidden=settings["hidden"], layers=settings["layers"], lr=settings["lr"], batch_size=settings["batch_size"],
+        epochs=settings["epochs"], patience=settings["patience"], n_best=settings["n_best"], seed=seed,
+    )
+    return flow.fit(X_train, m_train, X_val, m_val, name=name)
+
+
+def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, X_test: np.ndarray, settings: dict, seed: int) -> dict:
+    """k-fold BDTs of data (1) vs background model (0).
+
+    Returns {"test": (n_ensemble, n_test) scores averaged over folds,
+             "data_oof", "bkg_oof": (n_ensemble, n) out-of-fold scores of the data and background events,
+             "history": per-model histories}.
+    For fold k: train on the other folds but fold k+1, stop early on fold k+1.
+    """
+    k = settings["folds"]
+    rng = np.random.default_rng([seed, 11])
+    X = np.concatenate([X_data, X_bkg])
+    y = np.r_[np.ones(len(X_data)), np.zeros(len(X_bkg))].astype(np.int8)
+    fold = np.concatenate([rng.permutation(np.arange(len(X_data)) % k), rng.permutation(np.arange(len(X_bkg)) % k)])
+    n_ens = settings["n_ensemble"]
+    test = np.zeros((n_ens, len(X_test)))
+    oof = np.zeros((n_ens, len(X)))
+    history = []
+    for e in range(n_ens):
+        for f in range(k):
+            val_fold = (f + 1) % k
+            tr, va, te = (fold != f) & (fold != val_fold), fold == val_fold, fold == f
+            bdt = BDT(max_depth=settings["max_depth"], learning_rate=settings["learning_rate"],
+                      n_estimators=settings["n_estimators"], early_stopping=settings["early_stopping"],
+                      seed=seed * 1000 + e * 100 + f)
+            bdt.fit(X[tr], y[tr], X[va], y[va])
+            test[e] += bdt.predict(X_test) / k
+            oof[e, te] = bdt.predict(X[te])
+            history.append({"member": e, "fold": f, **bdt.history})
+            log.info("classifier %d/%d fold %d/%d: %d trees", e + 1, n_ens, f + 1, k,
+                     bdt.history["best_iteration"] + 1)
+    n = len(X_data)
+    return {"test": test, "data_oof": oof[:, :n], "bkg_oof": oof[:, n:], "history": history}

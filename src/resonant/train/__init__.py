@@ -1,0 +1,1 @@
+"""Training utilities shared by the model families: loops, early stopping, checkpoints."""

@@ -1,0 +1,30 @@
+"""Train the CATHODE background flow p(features | m_jj) on sideband data."""
+
+from pathlib import Path
+
+import torch
+
+from resonant import cli, io
+from resonant.cathode import split, train_flow
+from resonant.features import high_level
+
+
+def main(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument("--sb", required=True, help="sideband data (sb.parquet of a study set)")
+    p.add_argument("--output", required=True, help="flow checkpoint (.pt; its .json beside it)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    cli.setup_logging(args.verbose)
+    torch.set_num_threads(args.threads)
+    prm = args.params
+    sb = io.read_table(args.sb, required=["mjj", "split"])
+    tr, va = split(sb, "train"), split(sb, "val")
+    X, Xv = (high_level(t, prm["features"], source=args.sb) for t in (tr, va))
+    flow = train_flow(X, tr.column("mjj").to_numpy(), Xv, va.column("mjj").to_numpy(), prm["flow"],
+                      seed=int(prm["seed"]))
+    flow.save(Path(args.output))
+
+
+if __name__ == "__main__":
+    cli.run(main)
