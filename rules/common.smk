@@ -198,6 +198,7 @@ def all_targets():
 REFERENCE_METHODS = ("supervised", "idealised")
 CODE.update({
     "reference": ["workflow/scripts/reference.py", *_BASE, f"{_SRC}/references.py", f"{_SRC}/features.py",
+                  f"{_SRC}/regions.py",
                   f"{_SRC}/models/__init__.py", f"{_SRC}/models/bdt.py"],
     "metrics": ["workflow/scripts/metrics.py", *_BASE, f"{_SRC}/metrics.py"],
     "summarize": ["workflow/scripts/summarize.py", *_BASE, f"{_SRC}/metrics.py", f"{_SRC}/evaluation.py",
@@ -211,15 +212,14 @@ CODE.update({
 
 
 CODE.update({
-    "cathode_flow": ["workflow/scripts/cathode_flow.py", *_BASE, f"{_SRC}/cathode.py", f"{_SRC}/features.py",
-                     f"{_SRC}/models/__init__.py", f"{_SRC}/models/flow.py", f"{_SRC}/models/bdt.py",
-                     f"{_SRC}/train/__init__.py", f"{_SRC}/train/loop.py"],
+    "cathode_flow": ["workflow/scripts/cathode_flow.py", *_BASE, f"{_SRC}/features.py", f"{_SRC}/regions.py",
+                     f"{_SRC}/models/__init__.py", f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py",
+                     f"{_SRC}/train/loop.py"],
     "cathode_sample": ["workflow/scripts/cathode_sample.py", *_BASE, f"{_SRC}/models/__init__.py",
                        f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py", f"{_SRC}/train/loop.py"],
     "cathode_classify": ["workflow/scripts/cathode_classify.py", *_BASE, f"{_SRC}/cathode.py",
-                         f"{_SRC}/features.py", f"{_SRC}/references.py", f"{_SRC}/models/__init__.py",
-                         f"{_SRC}/models/bdt.py", f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py",
-                         f"{_SRC}/train/loop.py"],
+                         f"{_SRC}/features.py", f"{_SRC}/references.py", f"{_SRC}/regions.py",
+                         f"{_SRC}/models/__init__.py", f"{_SRC}/models/bdt.py"],
 })
 
 

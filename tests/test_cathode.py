@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from resonant.cathode import kfold_classify, train_flow
+from resonant.cathode import kfold_classify
 from resonant.metrics import evaluate
 from resonant.models.flow import ConditionalFlow, Preprocessor
 
@@ -32,7 +32,7 @@ def flow():
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     X, m = background(12000, rng)
-    return train_flow(X[:10000], m[:10000], X[10000:], m[10000:], FLOW, seed=1)
+    return ConditionalFlow.from_settings(4, FLOW, seed=1).fit(X[:10000], m[:10000], X[10000:], m[10000:])
 
 
 def test_preprocessor_inverts():

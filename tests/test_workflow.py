@@ -18,7 +18,9 @@ from workflow_utils import SNAKEMAKE, copy_project, env, planned, snakemake
 pytestmark = pytest.mark.slow
 CONFIG = "tests/configs/tiny.yaml"
 DATA = "results/data/gen-tiny"
-DOWNSTREAM_OF_BDT = {"reference": 4, "metrics": 4, "summarize": 1, "plot_curves": 1}
+DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 2, "metrics": 6, "summarize": 1, "plot_curves": 1}
+DOWNSTREAM_OF_STUDY_SETS = {"study_sets": 2, "reference": 4, "cathode_flow": 2, "cathode_sample": 2,
+                            "cathode_classify": 2, "metrics": 6, "summarize": 1, "plot_curves": 1}
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +40,7 @@ def test_tiny_study_end_to_end(run_a):
         summary = json.loads((d / "summary.json").read_text())
         assert summary["signal_injected"]["total"] == 60
         assert summary["signal_injected"]["sr"] > 10  # most of a 3.5 TeV resonance lands in the SR
-        for method in ("supervised", "idealised"):
+        for method in ("supervised", "idealised", "cathode"):
             m = json.loads((d / method / "metrics.json").read_text())
             assert m["method"] == method and m["injection"] == 60 and m["seed"] == seed
             assert 0 <= m["auc"] <= 1
@@ -48,7 +50,7 @@ def test_tiny_study_end_to_end(run_a):
         test = pq.read_table(d / "test.parquet")
         assert scores.column("event_id").equals(test.column("event_id"))
     table = (a / "results/tiny/summary/metrics.csv").read_text()
-    assert "supervised" in table and "idealised" in table
+    assert "supervised" in table and "idealised" in table and "cathode" in table
     for fig in ("max_sic.png", "auc.png", "sic_inj60.png", "rejection_inj60.png"):
         assert (a / "results/tiny/summary" / fig).stat().st_size > 1000
     snakemake(a, "--configfile", CONFIG, "--report", "report.html")
@@ -71,17 +73,22 @@ def test_changed_param_reruns_exactly_its_stage_and_descendants(run_a, tmp_path)
                                                          "plot_curves": 1}
     cfg["studies"]["tiny"]["mjj_kde"]["bandwidth"] = 20.0
     changed.write_text(yaml.safe_dump(cfg))
-    assert planned(a, "--configfile", str(changed)) == {"study_sets": 2, "reference": 4, "metrics": 4,
-                                                         "summarize": 1, "plot_curves": 1}
+    assert planned(a, "--configfile", str(changed)) == DOWNSTREAM_OF_STUDY_SETS
+    cfg = yaml.safe_load((a / CONFIG).read_text())
+    cfg["methods"]["cathode"]["flow"]["hidden"] = 17
+    changed.write_text(yaml.safe_dump(cfg))
+    assert planned(a, "--configfile", str(changed)) == {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2,
+                                                         "metrics": 2, "summarize": 1, "plot_curves": 1}
 
 
 @pytest.mark.parametrize("module, expected", [
     ("src/resonant/models/bdt.py", DOWNSTREAM_OF_BDT),
-    ("src/resonant/regions.py", {"study_sets": 2, **DOWNSTREAM_OF_BDT}),
+    ("src/resonant/regions.py", DOWNSTREAM_OF_STUDY_SETS),
+    ("src/resonant/models/flow.py", {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "metrics": 2,
+                                     "summarize": 1, "plot_curves": 1}),
     ("src/resonant/plots.py", {"summarize": 1, "plot_curves": 1, "plot_data": 1, "plot_turn_on": 1}),
     ("src/resonant/data/jets.py", {"cluster": 4, "merge_jets": 1, "plot_data": 1, "plot_turn_on": 1,
-                                   "study_sets": 2,
-                                   **DOWNSTREAM_OF_BDT}),
+                                   **DOWNSTREAM_OF_STUDY_SETS}),
 ])
 def test_edited_module_reruns_exactly_its_users(run_a, module, expected):
     a, _ = run_a

@@ -1,6 +1,7 @@
 """The CATHODE engine, shared by every branch that uses it (classic, contrastive latent).
 
-1. A conditional flow p(x | m_jj) learns the background in the sidebands.
+1. A conditional flow p(x | m_jj) learns the background in the sidebands
+   (:class:`resonant.models.flow.ConditionalFlow`).
 2. It is sampled at m_jj values drawn in the SR (oversampled).
 3. Weakly supervised classifiers separate SR data (label 1) from the samples
    (label 0) with k-fold cross-validation: every data event is scored by models
@@ -12,26 +13,10 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from .models.bdt import BDT
-from .models.flow import ConditionalFlow
 
 log = logging.getLogger(__name__)
-
-
-def split(table: pa.Table, name: str) -> pa.Table:
-    return table.filter(pc.equal(table.column("split"), name))
-
-
-def train_flow(X_train, m_train, X_val, m_val, settings: dict, seed: int, name="cathode flow") -> ConditionalFlow:
-    flow = ConditionalFlow(
-        n_features=X_train.shape[1], kind=settings["kind"], transforms=settings["transforms"],
-        hidden=settings["hidden"], layers=settings["layers"], lr=settings["lr"], batch_size=settings["batch_size"],
-        epochs=settings["epochs"], patience=settings["patience"], n_best=settings["n_best"], seed=seed,
-    )
-    return flow.fit(X_train, m_train, X_val, m_val, name=name)
 
 
 def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, X_test: np.ndarray, settings: dict, seed: int) -> dict:

@@ -37,6 +37,8 @@ def json_arg(text: str):
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    for noisy in ("numexpr", "matplotlib", "h5py", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def run(main, argv=None) -> None:

@@ -14,18 +14,14 @@ import logging
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .features import high_level
 from .models.bdt import BDT
+from .regions import select_split
 
 log = logging.getLogger(__name__)
 
 METHODS = ("supervised", "idealised")
-
-
-def _split(table: pa.Table, split: str) -> pa.Table:
-    return table.filter(pc.equal(table.column("split"), split))
 
 
 def training_data(method: str, sets: dict[str, pa.Table], features) -> dict:
@@ -38,7 +34,7 @@ def training_data(method: str, sets: dict[str, pa.Table], features) -> dict:
         raise ValueError(f"unknown reference method '{method}'")
     out = {}
     for split in ("train", "val"):
-        p, n = _split(pos, split), _split(neg, split)
+        p, n = select_split(pos, split), select_split(neg, split)
         X = np.concatenate([high_level(p, features), high_level(n, features)])
         y = np.r_[np.ones(len(p)), np.zeros(len(n))].astype(np.int8)
         out[split] = (X, y)

@@ -77,6 +77,11 @@ class StudySpec:
     oversampling: float = 4.0
 
 
+def select_split(table: pa.Table, name: str) -> pa.Table:
+    """The rows of a study set in split ``name`` ("train" or "val")."""
+    return table.filter(pc.equal(table.column("split"), name))
+
+
 def _sorted_indices(mask: np.ndarray, event_id: np.ndarray) -> np.ndarray:
     idx = np.flatnonzero(mask)
     return idx[np.argsort(event_id[idx], kind="stable")]

@@ -5,8 +5,9 @@ from pathlib import Path
 import torch
 
 from resonant import cli, io
-from resonant.cathode import split, train_flow
 from resonant.features import high_level
+from resonant.models.flow import ConditionalFlow
+from resonant.regions import select_split
 
 
 def main(argv=None):
@@ -19,10 +20,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     prm = args.params
     sb = io.read_table(args.sb, required=["mjj", "split"])
-    tr, va = split(sb, "train"), split(sb, "val")
+    tr, va = select_split(sb, "train"), select_split(sb, "val")
     X, Xv = (high_level(t, prm["features"], source=args.sb) for t in (tr, va))
-    flow = train_flow(X, tr.column("mjj").to_numpy(), Xv, va.column("mjj").to_numpy(), prm["flow"],
-                      seed=int(prm["seed"]))
+    flow = ConditionalFlow.from_settings(X.shape[1], prm["flow"], seed=int(prm["seed"]))
+    flow.fit(X, tr.column("mjj").to_numpy(), Xv, va.column("mjj").to_numpy(), name="cathode flow")
     flow.save(Path(args.output))
 
 

@@ -80,6 +80,11 @@ class ConditionalFlow:
         self.states: list[dict] = []
         self.history: dict = {}
 
+    @classmethod
+    def from_settings(cls, n_features: int, settings: dict, seed: int) -> "ConditionalFlow":
+        """From a config block (kind, transforms, hidden, layers, lr, batch_size, epochs, patience, n_best)."""
+        return cls(n_features=n_features, seed=seed, **settings)
+
     def _net(self):
         import zuko
 
