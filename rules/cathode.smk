@@ -68,8 +68,10 @@ rule cathode_classify:
     output:
         scores="results/{study}/inj{inj}/seed{seed}/cathode/scores.parquet",
         history="results/{study}/inj{inj}/seed{seed}/cathode/classifier.json",
+        mjj="results/{study}/inj{inj}/seed{seed}/cathode/mjj_scores.parquet",
     input:
         sr="results/{study}/inj{inj}/seed{seed}/sr.parquet",
+        sb="results/{study}/inj{inj}/seed{seed}/sb.parquet",
         samples="results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
         test="results/{study}/inj{inj}/seed{seed}/test.parquet",
         code=code("cathode_classify"),
@@ -81,5 +83,51 @@ rule cathode_classify:
     conda:
         "../envs/bdt.yaml"
     shell:
-        "{PY} workflow/scripts/cathode_classify.py --sr {input.sr} --background {input.samples}"
-        " --test {input.test} --params {params.p:q} --scores {output.scores} --history {output.history} 2> {log}"
+        "{PY} workflow/scripts/cathode_classify.py --sr {input.sr} --sb {input.sb} --background {input.samples}"
+        " --test {input.test} --params {params.p:q} --scores {output.scores} --mjj-scores {output.mjj}"
+        " --history {output.history} 2> {log}"
+
+
+rule cathode_fidelity:
+    """Sculpting check: classifier of generated vs true SR background (AUC 0.5 for a perfect model)."""
+    output:
+        "results/{study}/inj{inj}/seed{seed}/cathode/fidelity.json",
+    input:
+        true="results/{study}/inj{inj}/seed{seed}/sr_background.parquet",
+        samples="results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
+        code=code("cathode_fidelity"),
+    params:
+        p=method_params("cathode"),
+    log:
+        "results/{study}/logs/cathode/fidelity-inj{inj}-seed{seed}.log",
+    threads: 2
+    conda:
+        "../envs/bdt.yaml"
+    shell:
+        "{PY} workflow/scripts/cathode_fidelity.py --true {input.true} --background {input.samples}"
+        " --params {params.p:q} --output {output} 2> {log}"
+
+
+rule cathode_checks:
+    """Sculpting checks: generated-vs-true AUC for every injection, m_jj before and after cuts."""
+    output:
+        fidelity=report("results/{study}/summary/cathode_fidelity.png",
+                        caption="../workflow/report/cathode_fidelity.rst", category="{study}",
+                        subcategory="CATHODE checks"),
+        sculpting=report("results/{study}/summary/cathode_mjj.png", caption="../workflow/report/cathode_mjj.rst",
+                         category="{study}", subcategory="CATHODE checks"),
+        summary="results/{study}/summary/cathode_checks.json",
+    input:
+        fidelity=cathode_fidelity_files,
+        mjj=cathode_sculpting_input,
+        code=code("cathode_checks"),
+    params:
+        p=cathode_checks_params,
+    log:
+        "results/{study}/logs/cathode/checks.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "{PY} workflow/scripts/cathode_checks.py --fidelity {input.fidelity} --mjj-scores {input.mjj}"
+        " --params {params.p:q} --fidelity-plot {output.fidelity} --sculpting-plot {output.sculpting}"
+        " --summary {output.summary} 2> {log}"

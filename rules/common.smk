@@ -223,6 +223,33 @@ CODE.update({
 })
 
 
+CODE["cathode_fidelity"] = ["workflow/scripts/cathode_fidelity.py", *_BASE, f"{_SRC}/cathode.py",
+                            f"{_SRC}/features.py", f"{_SRC}/metrics.py", f"{_SRC}/models/__init__.py",
+                            f"{_SRC}/models/bdt.py"]
+
+
+CODE["cathode_checks"] = ["workflow/scripts/cathode_checks.py", *_BASE, f"{_SRC}/evaluation.py",
+                          f"{_SRC}/plots.py", f"{_SRC}/metrics.py"]
+
+
+def cathode_fidelity_files(wildcards):
+    st = config["studies"][wildcards.study]
+    return [f"{study_dir(wildcards.study, inj, seed)}/cathode/fidelity.json"
+            for inj in st["injections"] for seed in st["seeds"]]
+
+
+def cathode_sculpting_input(wildcards):
+    """The sculpting check looks at the smallest injection (ideally 0: no signal), first seed."""
+    st = config["studies"][wildcards.study]
+    return f"{study_dir(wildcards.study, min(st['injections']), st['seeds'][0])}/cathode/mjj_scores.parquet"
+
+
+def cathode_checks_params(wildcards):
+    st = config["studies"][wildcards.study]
+    return json.dumps({"title": f"{wildcards.study}: {st['signal']}", "injection": min(st["injections"]),
+                       "sr": config["regions"]["sr"], "sb": config["regions"]["sb"]}, sort_keys=True)
+
+
 def method_params(method):
     """A params function: the method's settings plus the seed of the study set."""
 
@@ -281,6 +308,8 @@ def report_targets():
         if enabled_methods():
             out += [f"results/{study}/summary/metrics.csv", f"results/{study}/summary/max_sic.png"]
             out += [f"results/{study}/summary/sic_inj{inj}.png" for inj in st["injections"]]
+        if "cathode" in enabled_methods():
+            out.append(f"results/{study}/summary/cathode_checks.json")
     return out
 
 

@@ -56,7 +56,7 @@ def test_flow_learns_the_conditional_background(flow):
     gen = flow.sample(rng.uniform(3300, 3700, 6000), seed=2)
     # a classifier barely tells the samples from true background. Tolerance 0.08: a small flow
     # trained for seconds on 10k events (the full-size models reach 0.51-0.53)
-    assert abs(oof_auc(kfold_classify(true, gen, true[:10], BDT, seed=0)) - 0.5) < 0.08
+    assert abs(oof_auc(kfold_classify(true, gen, {}, BDT, seed=0)) - 0.5) < 0.08
     # the m_jj dependence is learned: feature 0 scales with m_jj
     lo, hi = flow.sample(np.full(3000, 2600.0), seed=1), flow.sample(np.full(3000, 4400.0), seed=1)
     assert np.median(hi[:, 0]) / np.median(lo[:, 0]) == pytest.approx(4400 / 2600, rel=0.15)
@@ -79,9 +79,9 @@ def test_cathode_finds_an_injected_signal_and_idealised_bounds_it(flow):
     samples = flow.sample(m_samples, seed=3)
     test = np.r_[signal(1000, rng), background(20000, rng, mjj=rng.uniform(3300, 3700, 20000))[0]]
     y = np.r_[np.ones(1000), np.zeros(20000)]
-    cathode = evaluate(y, kfold_classify(data, samples, test, BDT, seed=1)["test"].mean(0))
+    cathode = evaluate(y, kfold_classify(data, samples, {"test": test}, BDT, seed=1)["scores"]["test"].mean(0))
     ideal_bkg = background(24000, rng, mjj=m_samples)[0]
-    ideal = evaluate(y, kfold_classify(data, ideal_bkg, test, BDT, seed=1)["test"].mean(0))
+    ideal = evaluate(y, kfold_classify(data, ideal_bkg, {"test": test}, BDT, seed=1)["scores"]["test"].mean(0))
     assert cathode["max_sic"] > 3, cathode
     assert cathode["max_sic"] > ideal["max_sic"] / 3, (cathode, ideal)
 
@@ -90,7 +90,8 @@ def test_kfold_scores_every_event_out_of_fold_and_finds_no_signal_in_pure_backgr
     rng = np.random.default_rng(8)
     a = background(5000, rng, mjj=rng.uniform(3300, 3700, 5000))[0]
     b = background(15000, rng, mjj=rng.uniform(3300, 3700, 15000))[0]
-    out = kfold_classify(a, b, a[:10], BDT, seed=2)
+    out = kfold_classify(a, b, {"some": a[:10]}, BDT, seed=2)
+    assert out["scores"]["some"].shape == (2, 10)
     assert out["data_oof"].shape == (2, 5000) and out["bkg_oof"].shape == (2, 15000)
     assert np.all(out["data_oof"] > 0) and np.all(out["bkg_oof"] > 0)  # every event got a score
     assert abs(oof_auc(out) - 0.5) < 0.03

@@ -18,9 +18,13 @@ from workflow_utils import SNAKEMAKE, copy_project, env, planned, snakemake
 pytestmark = pytest.mark.slow
 CONFIG = "tests/configs/tiny.yaml"
 DATA = "results/data/gen-tiny"
-DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 2, "metrics": 6, "summarize": 1, "plot_curves": 1}
+DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 2, "cathode_fidelity": 2, "cathode_checks": 1,
+                     "metrics": 6, "summarize": 1, "plot_curves": 1}
+DOWNSTREAM_OF_FLOW = {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "cathode_fidelity": 2,
+                      "cathode_checks": 1, "metrics": 2, "summarize": 1, "plot_curves": 1}
 DOWNSTREAM_OF_STUDY_SETS = {"study_sets": 2, "reference": 4, "cathode_flow": 2, "cathode_sample": 2,
-                            "cathode_classify": 2, "metrics": 6, "summarize": 1, "plot_curves": 1}
+                            "cathode_classify": 2, "cathode_fidelity": 2, "cathode_checks": 1, "metrics": 6,
+                            "summarize": 1, "plot_curves": 1}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,8 @@ def test_tiny_study_end_to_end(run_a):
         scores = pq.read_table(d / "supervised/scores.parquet")
         test = pq.read_table(d / "test.parquet")
         assert scores.column("event_id").equals(test.column("event_id"))
+    checks = json.loads((a / "results/tiny/summary/cathode_checks.json").read_text())
+    assert 0.3 < checks["fidelity"][0]["auc_median"] < 0.9  # tiny samples: only a sanity range
     table = (a / "results/tiny/summary/metrics.csv").read_text()
     assert "supervised" in table and "idealised" in table and "cathode" in table
     for fig in ("max_sic.png", "auc.png", "sic_inj60.png", "rejection_inj60.png"):
@@ -77,16 +83,15 @@ def test_changed_param_reruns_exactly_its_stage_and_descendants(run_a, tmp_path)
     cfg = yaml.safe_load((a / CONFIG).read_text())
     cfg["methods"]["cathode"]["flow"]["hidden"] = 17
     changed.write_text(yaml.safe_dump(cfg))
-    assert planned(a, "--configfile", str(changed)) == {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2,
-                                                         "metrics": 2, "summarize": 1, "plot_curves": 1}
+    assert planned(a, "--configfile", str(changed)) == DOWNSTREAM_OF_FLOW
 
 
 @pytest.mark.parametrize("module, expected", [
     ("src/resonant/models/bdt.py", DOWNSTREAM_OF_BDT),
     ("src/resonant/regions.py", DOWNSTREAM_OF_STUDY_SETS),
-    ("src/resonant/models/flow.py", {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "metrics": 2,
-                                     "summarize": 1, "plot_curves": 1}),
-    ("src/resonant/plots.py", {"summarize": 1, "plot_curves": 1, "plot_data": 1, "plot_turn_on": 1}),
+    ("src/resonant/models/flow.py", DOWNSTREAM_OF_FLOW),
+    ("src/resonant/plots.py", {"summarize": 1, "plot_curves": 1, "plot_data": 1, "plot_turn_on": 1,
+                               "cathode_checks": 1}),
     ("src/resonant/data/jets.py", {"cluster": 4, "merge_jets": 1, "plot_data": 1, "plot_turn_on": 1,
                                    **DOWNSTREAM_OF_STUDY_SETS}),
 ])

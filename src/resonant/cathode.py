@@ -19,10 +19,12 @@ from .models.bdt import BDT
 log = logging.getLogger(__name__)
 
 
-def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, X_test: np.ndarray, settings: dict, seed: int) -> dict:
+def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, settings: dict, seed: int) -> dict:
     """k-fold BDTs of data (1) vs background model (0).
 
-    Returns {"test": (n_ensemble, n_test) scores averaged over folds,
+    ``score_sets`` maps names to feature arrays of events no fold trained on
+    (the test set, the sideband data): each is scored by the mean of the fold models.
+    Returns {"scores": {name: (n_ensemble, n) array},
              "data_oof", "bkg_oof": (n_ensemble, n) out-of-fold scores of the data and background events,
              "history": per-model histories}.
     For fold k: train on the other folds but fold k+1, stop early on fold k+1.
@@ -33,7 +35,7 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, X_test: np.ndarray, se
     y = np.r_[np.ones(len(X_data)), np.zeros(len(X_bkg))].astype(np.int8)
     fold = np.concatenate([rng.permutation(np.arange(len(X_data)) % k), rng.permutation(np.arange(len(X_bkg)) % k)])
     n_ens = settings["n_ensemble"]
-    test = np.zeros((n_ens, len(X_test)))
+    scores = {name: np.zeros((n_ens, len(x))) for name, x in score_sets.items()}
     oof = np.zeros((n_ens, len(X)))
     history = []
     for e in range(n_ens):
@@ -44,10 +46,20 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, X_test: np.ndarray, se
                       n_estimators=settings["n_estimators"], early_stopping=settings["early_stopping"],
                       seed=seed * 1000 + e * 100 + f)
             bdt.fit(X[tr], y[tr], X[va], y[va])
-            test[e] += bdt.predict(X_test) / k
+            for name, x in score_sets.items():
+                scores[name][e] += bdt.predict(x) / k
             oof[e, te] = bdt.predict(X[te])
             history.append({"member": e, "fold": f, **bdt.history})
             log.info("classifier %d/%d fold %d/%d: %d trees", e + 1, n_ens, f + 1, k,
                      bdt.history["best_iteration"] + 1)
     n = len(X_data)
-    return {"test": test, "data_oof": oof[:, :n], "bkg_oof": oof[:, n:], "history": history}
+    return {"scores": scores, "data_oof": oof[:, :n], "bkg_oof": oof[:, n:], "history": history}
+
+
+def fidelity_auc(X_true: np.ndarray, X_generated: np.ndarray, settings: dict, seed: int) -> float:
+    """Out-of-fold AUC of true (1) vs generated (0) background: 0.5 for a perfect background model."""
+    from .metrics import evaluate
+
+    out = kfold_classify(X_true, X_generated, {}, settings, seed)
+    d, b = out["data_oof"].mean(0), out["bkg_oof"].mean(0)
+    return evaluate(np.r_[np.ones(len(d)), np.zeros(len(b))], np.r_[d, b])["auc"]

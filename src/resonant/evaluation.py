@@ -116,3 +116,67 @@ def plot_turn_on(curves: dict, nominal: float, sample_cut: float, sr, sb, path) 
         ax.legend(fontsize=12, loc="lower right")
     plots._tag(axes[0])
     plots.save(fig, path)
+
+
+def sculpting(mjj: np.ndarray, score: np.ndarray, efficiencies, bins) -> dict:
+    """m_jj shape of all data and after cuts keeping the highest-score fraction ``eff`` of it.
+
+    For each cut: the chi2/ndf of the normalised after-cut histogram against
+    the normalised inclusive one (Poisson errors of both), and its p-value.
+    """
+    from scipy.stats import chi2 as chi2_dist
+
+    h_all, edges = np.histogram(mjj, bins)
+    out = {"edges": edges, "all": h_all, "cuts": {}}
+    p_all = h_all / max(h_all.sum(), 1)
+    for eff in efficiencies:
+        thr = np.quantile(score, 1 - eff)
+        h, _ = np.histogram(mjj[score >= thr], edges)
+        n = max(h.sum(), 1)
+        ok = (h_all > 0)
+        var = h[ok] / n**2 + h_all[ok] / max(h_all.sum(), 1) ** 2
+        var = np.where(var > 0, var, 1.0 / n**2)
+        chi2 = float(np.sum((h[ok] / n - p_all[ok]) ** 2 / var))
+        ndf = int(ok.sum()) - 1
+        out["cuts"][eff] = {"hist": h, "chi2": chi2, "ndf": ndf, "p_value": float(chi2_dist.sf(chi2, max(ndf, 1)))}
+    return out
+
+
+def plot_sculpting(mjj, score, sr, sb, path, efficiencies=(0.2, 0.05), title=None) -> dict:
+    res = sculpting(mjj, score, efficiencies, np.linspace(sb[0], sb[1], 28))
+    edges = res["edges"]
+    import matplotlib.pyplot as plt
+    import mplhep as hep
+
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ref = res["all"] / res["all"].sum() / np.diff(edges)
+    hep.histplot(ref, edges, ax=ax, label=f"all data ({res['all'].sum()})", color="k")
+    for eff, c in res["cuts"].items():
+        n = max(c["hist"].sum(), 1)
+        dens = c["hist"] / n / np.diff(edges)
+        err = np.sqrt(c["hist"]) / n / np.diff(edges)
+        hep.histplot(dens, edges, yerr=err, ax=ax,
+                     label=f"top {eff:.0%}: $\\chi^2$/ndf = {c['chi2']:.1f}/{c['ndf']}, p = {c['p_value']:.2f}")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            hep.histplot(dens / ref, edges, yerr=err / ref, ax=rax)
+    ax.axvspan(*sr, color="grey", alpha=0.15, label="SR")
+    ax.set_yscale("log")
+    ax.set_ylabel("Density")
+    ax.legend(fontsize=11)
+    plots._tag(ax, title)
+    rax.axhline(1, color="k", lw=1)
+    rax.set_ylim(0, 3)
+    rax.set_ylabel("cut / all", fontsize=14)
+    rax.set_xlabel("$m_{jj}$ [GeV]")
+    plots.save(fig, path)
+    return res
+
+
+def fidelity_table(files) -> pd.DataFrame:
+    """Median and 68% band over seeds of the generated-vs-true AUC per injection."""
+    df = pd.DataFrame([io.read_json(p) for p in files])
+    rows = []
+    for inj, g in df.groupby("injection"):
+        med, lo, hi = band(g["auc"].to_numpy())
+        rows.append({"method": "cathode", "injection": int(inj), "auc_median": med, "auc_lo": lo, "auc_hi": hi})
+    return pd.DataFrame(rows)

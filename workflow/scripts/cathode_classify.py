@@ -1,6 +1,12 @@
-"""Weakly supervised k-fold BDTs: SR data vs background samples; scores of the test set."""
+"""Weakly supervised k-fold classifiers: SR data vs background samples.
+
+Writes the test-set scores, the m_jj of all data with their scores (SR data
+out-of-fold, sideband data by the mean of the fold models) for the sculpting
+check, and the classifiers' training history.
+"""
 
 import numpy as np
+import pyarrow as pa
 
 from resonant import cli, io
 from resonant.cathode import kfold_classify
@@ -11,23 +17,32 @@ from resonant.references import score_table
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--sr", required=True, help="SR data (sr.parquet; train and val are both used, k-fold)")
+    p.add_argument("--sb", required=True, help="sideband data (sb.parquet), scored for the sculpting check")
     p.add_argument("--background", required=True, help="samples HDF5 with 'features'")
     p.add_argument("--test", required=True, help="test.parquet")
     p.add_argument("--scores", required=True)
+    p.add_argument("--mjj-scores", required=True, help="Parquet: event_id, mjj, region, score of all data")
     p.add_argument("--history", required=True, help="JSON of the classifiers' training")
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
     prm = args.params
-    sr = io.read_table(args.sr)
-    test = io.read_table(args.test)
+    feats = prm["features"]
+    sr, sb, test = io.read_table(args.sr), io.read_table(args.sb), io.read_table(args.test)
     arrays, attrs = io.read_h5(args.background, ["features"])
-    if attrs.get("feature_names") != prm["features"]:
-        raise ValueError(f"{args.background}: features {attrs.get('feature_names')} != {prm['features']}")
-    out = kfold_classify(high_level(sr, prm["features"], args.sr), arrays["features"],
-                         high_level(test, prm["features"], args.test), prm["classifier"], seed=int(prm["seed"]))
-    io.write_table(score_table(test, list(out["test"])), args.scores, metadata=prm)
-    io.write_json({"params": prm, "history": out["history"],
-                   "data_oof_mean": float(np.mean(out["data_oof"]))}, args.history)
+    if attrs.get("feature_names") != feats:
+        raise ValueError(f"{args.background}: features {attrs.get('feature_names')} != {feats}")
+    out = kfold_classify(high_level(sr, feats, args.sr), arrays["features"],
+                         {"test": high_level(test, feats, args.test), "sb": high_level(sb, feats, args.sb)},
+                         prm["classifier"], seed=int(prm["seed"]))
+    io.write_table(score_table(test, list(out["scores"]["test"])), args.scores, metadata=prm)
+    mjj = pa.table({
+        "event_id": pa.concat_arrays([sr.column("event_id").combine_chunks(), sb.column("event_id").combine_chunks()]),
+        "mjj": np.r_[sr.column("mjj").to_numpy(), sb.column("mjj").to_numpy()].astype(np.float32),
+        "region": pa.array(["sr"] * len(sr) + ["sb"] * len(sb)),
+        "score": np.r_[out["data_oof"].mean(0), out["scores"]["sb"].mean(0)].astype(np.float32),
+    })
+    io.write_table(mjj, args.mjj_scores, metadata=prm)
+    io.write_json({"params": prm, "history": out["history"]}, args.history)
 
 
 if __name__ == "__main__":

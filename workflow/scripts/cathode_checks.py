@@ -1,0 +1,29 @@
+"""CATHODE sculpting checks of a study: generated-vs-true AUC versus injection, m_jj before and after cuts."""
+
+from resonant import cli, io, plots
+from resonant.evaluation import fidelity_table, plot_sculpting
+
+
+def main(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument("--fidelity", nargs="+", required=True, help="fidelity JSON files (all injections and seeds)")
+    p.add_argument("--mjj-scores", required=True, help="mjj_scores.parquet of the lowest injection, first seed")
+    p.add_argument("--fidelity-plot", required=True)
+    p.add_argument("--sculpting-plot", required=True)
+    p.add_argument("--summary", required=True, help="JSON: fidelity AUCs and the sculpting chi2 values")
+    args = p.parse_args(argv)
+    cli.setup_logging(args.verbose)
+    prm = args.params
+    df = fidelity_table(args.fidelity)
+    plots.versus_injection(df, "auc", "AUC generated vs true SR background", args.fidelity_plot,
+                           title=prm.get("title"))
+    t = io.read_table(args.mjj_scores, required=["mjj", "score"])
+    res = plot_sculpting(t.column("mjj").to_numpy(), t.column("score").to_numpy(), prm["sr"], prm["sb"],
+                         args.sculpting_plot, title=f"injection {prm['injection']}")
+    io.write_json({"fidelity": df.to_dict(orient="records"),
+                   "sculpting": {str(e): {k: v for k, v in c.items() if k != "hist"} for e, c in res["cuts"].items()}},
+                  args.summary)
+
+
+if __name__ == "__main__":
+    cli.run(main)
