@@ -20,7 +20,7 @@ rule reference:
     shell:
         "{PY} workflow/scripts/reference.py --method {wildcards.reference} --params {params.p:q}"
         " --study-dir results/{wildcards.study}/inj{wildcards.inj}/seed{wildcards.seed}"
-        " --models-dir {output.models} --scores {output.scores} 2> {log}"
+        " --models-dir {output.models} --scores {output.scores} --threads {threads} 2> {log}"
 
 
 rule cathode_flow:
@@ -85,7 +85,7 @@ rule cathode_classify:
     shell:
         "{PY} workflow/scripts/cathode_classify.py --sr {input.sr} --sb {input.sb} --background {input.samples}"
         " --test {input.test} --params {params.p:q} --scores {output.scores} --mjj-scores {output.mjj}"
-        " --history {output.history} 2> {log}"
+        " --history {output.history} --threads {threads} 2> {log}"
 
 
 rule cathode_fidelity:
@@ -105,7 +105,7 @@ rule cathode_fidelity:
         "../envs/bdt.yaml"
     shell:
         "{PY} workflow/scripts/cathode_fidelity.py --true {input.true} --background {input.samples}"
-        " --params {params.p:q} --output {output} 2> {log}"
+        " --params {params.p:q} --threads {threads} --output {output} 2> {log}"
 
 
 rule cathode_checks:

@@ -7,6 +7,8 @@ import sys
 
 WORKDIR = os.path.abspath(workflow.basedir)
 sys.path.insert(0, os.path.join(WORKDIR, "src"))
+# Shared cores: OpenMP threads (torch, xgboost) must not busy-wait.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Jobs (local, conda or SLURM) import the library from this checkout.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (os.path.join(WORKDIR, "src"), os.environ.get("PYTHONPATH")) if p
@@ -30,26 +32,17 @@ wildcard_constraints:
 
 
 # ---------------------------------------------------------------- code deps
-# The src/ files each stage imports: listed among its inputs so that editing
-# one reruns exactly the stages that use it (and changes their cache hash).
-_SRC = "src/resonant"
-_BASE = [f"{_SRC}/__init__.py", f"{_SRC}/cli.py", f"{_SRC}/io.py", f"{_SRC}/errors.py"]
-_SCHEMA = [f"{_SRC}/data/__init__.py", f"{_SRC}/data/schema.py"]
-CODE = {
-    "generate": ["workflow/scripts/generate.py", *_BASE, *_SCHEMA, f"{_SRC}/data/generate.py",
-                 f"{_SRC}/data/processes.py", f"{_SRC}/data/detector.py"],
-    "import_particles": ["workflow/scripts/import_lhco.py", *_BASE, *_SCHEMA, f"{_SRC}/data/lhco.py",
-                         f"{_SRC}/data/jets.py"],
-    "import_features": ["workflow/scripts/import_lhco.py", *_BASE, *_SCHEMA, f"{_SRC}/data/lhco.py",
-                        f"{_SRC}/data/jets.py"],
-    "cluster": ["workflow/scripts/cluster.py", *_BASE, *_SCHEMA, f"{_SRC}/data/jets.py"],
-    "merge_jets": ["workflow/scripts/merge_jets.py", *_BASE, *_SCHEMA, f"{_SRC}/data/dataset.py"],
-    "study_sets": ["workflow/scripts/study_sets.py", *_BASE, f"{_SRC}/regions.py"],
-}
+# Each stage lists its script and every src/ module the script imports (found
+# from the code by resonant.deps) among its inputs: editing one reruns exactly
+# the stages that use it, and changes their output-cache hash.
+from resonant.deps import sources  # noqa: E402
+
+STAGE_SCRIPT = {"import_particles": "import_lhco", "import_features": "import_lhco"}
 
 
 def code(stage):
-    return CODE[stage]
+    script = STAGE_SCRIPT.get(stage, stage)
+    return sources(os.path.join(WORKDIR, "workflow", "scripts", f"{script}.py"), root=WORKDIR)
 
 
 # ---------------------------------------------------------------- data
@@ -196,40 +189,12 @@ def all_targets():
 
 # ---------------------------------------------------------------- methods
 REFERENCE_METHODS = ("supervised", "idealised")
-CODE.update({
-    "reference": ["workflow/scripts/reference.py", *_BASE, f"{_SRC}/references.py", f"{_SRC}/features.py",
-                  f"{_SRC}/regions.py",
-                  f"{_SRC}/models/__init__.py", f"{_SRC}/models/bdt.py"],
-    "metrics": ["workflow/scripts/metrics.py", *_BASE, f"{_SRC}/metrics.py"],
-    "summarize": ["workflow/scripts/summarize.py", *_BASE, f"{_SRC}/metrics.py", f"{_SRC}/evaluation.py",
-                  f"{_SRC}/plots.py"],
-    "plot_curves": ["workflow/scripts/plot_curves.py", *_BASE, f"{_SRC}/metrics.py", f"{_SRC}/evaluation.py",
-                    f"{_SRC}/plots.py"],
-    "plot_turn_on": ["workflow/scripts/plot_turn_on.py", *_BASE, f"{_SRC}/plots.py", f"{_SRC}/evaluation.py"],
-    "plot_data": ["workflow/scripts/plot_data.py", *_BASE, f"{_SRC}/plots.py", f"{_SRC}/features.py",
-                  f"{_SRC}/evaluation.py"],
-})
 
 
-CODE.update({
-    "cathode_flow": ["workflow/scripts/cathode_flow.py", *_BASE, f"{_SRC}/features.py", f"{_SRC}/regions.py",
-                     f"{_SRC}/models/__init__.py", f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py",
-                     f"{_SRC}/train/loop.py"],
-    "cathode_sample": ["workflow/scripts/cathode_sample.py", *_BASE, f"{_SRC}/models/__init__.py",
-                       f"{_SRC}/models/flow.py", f"{_SRC}/train/__init__.py", f"{_SRC}/train/loop.py"],
-    "cathode_classify": ["workflow/scripts/cathode_classify.py", *_BASE, f"{_SRC}/cathode.py",
-                         f"{_SRC}/features.py", f"{_SRC}/references.py", f"{_SRC}/regions.py",
-                         f"{_SRC}/models/__init__.py", f"{_SRC}/models/bdt.py"],
-})
 
 
-CODE["cathode_fidelity"] = ["workflow/scripts/cathode_fidelity.py", *_BASE, f"{_SRC}/cathode.py",
-                            f"{_SRC}/features.py", f"{_SRC}/metrics.py", f"{_SRC}/models/__init__.py",
-                            f"{_SRC}/models/bdt.py"]
 
 
-CODE["cathode_checks"] = ["workflow/scripts/cathode_checks.py", *_BASE, f"{_SRC}/evaluation.py",
-                          f"{_SRC}/plots.py", f"{_SRC}/metrics.py"]
 
 
 def cathode_fidelity_files(wildcards):

@@ -14,13 +14,14 @@ import logging
 
 import numpy as np
 
-from .models.bdt import BDT
+from .models.classifiers import make_classifier
 
 log = logging.getLogger(__name__)
 
 
-def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, settings: dict, seed: int) -> dict:
-    """k-fold BDTs of data (1) vs background model (0).
+def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, settings: dict, seed: int,
+                   n_jobs: int | None = None) -> dict:
+    """k-fold classifiers (BDT or MLP, ``settings["model"]``) of data (1) vs background model (0).
 
     ``score_sets`` maps names to feature arrays of events no fold trained on
     (the test set, the sideband data): each is scored by the mean of the fold models.
@@ -42,9 +43,8 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, sett
         for f in range(k):
             val_fold = (f + 1) % k
             tr, va, te = (fold != f) & (fold != val_fold), fold == val_fold, fold == f
-            bdt = BDT(max_depth=settings["max_depth"], learning_rate=settings["learning_rate"],
-                      n_estimators=settings["n_estimators"], early_stopping=settings["early_stopping"],
-                      seed=seed * 1000 + e * 100 + f)
+            bdt = make_classifier(settings, seed=seed * 1000 + e * 100 + f, ignore=("folds", "n_ensemble"),
+                                  n_jobs=n_jobs)
             bdt.fit(X[tr], y[tr], X[va], y[va])
             for name, x in score_sets.items():
                 scores[name][e] += bdt.predict(x) / k
@@ -56,10 +56,11 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, sett
     return {"scores": scores, "data_oof": oof[:, :n], "bkg_oof": oof[:, n:], "history": history}
 
 
-def fidelity_auc(X_true: np.ndarray, X_generated: np.ndarray, settings: dict, seed: int) -> float:
+def fidelity_auc(X_true: np.ndarray, X_generated: np.ndarray, settings: dict, seed: int,
+                 n_jobs: int | None = None) -> float:
     """Out-of-fold AUC of true (1) vs generated (0) background: 0.5 for a perfect background model."""
     from .metrics import evaluate
 
-    out = kfold_classify(X_true, X_generated, {}, settings, seed)
+    out = kfold_classify(X_true, X_generated, {}, settings, seed, n_jobs=n_jobs)
     d, b = out["data_oof"].mean(0), out["bkg_oof"].mean(0)
     return evaluate(np.r_[np.ones(len(d)), np.zeros(len(b))], np.r_[d, b])["auc"]

@@ -41,6 +41,18 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def set_threads(n: int) -> None:
+    """Use ``n`` threads in torch and OpenMP (xgboost takes ``n_jobs`` explicitly)."""
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # no busy-waiting when cores are shared
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, int(n)))
+
+
 def run(main, argv=None) -> None:
     """Call ``main(argv)``; report an :class:`InputError` as one line and exit 2."""
     try:

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .features import high_level
-from .models.bdt import BDT
+from .models.classifiers import make_classifier
 from .regions import select_split
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,8 @@ def training_data(method: str, sets: dict[str, pa.Table], features) -> dict:
     return out
 
 
-def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed: int) -> list[BDT]:
+def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed: int, n_jobs: int | None = None
+                   ) -> list:
     data = training_data(method, sets, settings["features"])
     (X, y), (Xv, yv) = data["train"], data["val"]
     if (y == 1).sum() == 0 or (y == 0).sum() == 0:
@@ -49,9 +50,8 @@ def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed:
                          f"{int((y == 0).sum())})")
     models = []
     for k in range(settings["n_ensemble"]):
-        bdt = BDT(max_depth=settings["max_depth"], learning_rate=settings["learning_rate"],
-                  n_estimators=settings["n_estimators"], early_stopping=settings["early_stopping"],
-                  seed=seed * 1000 + k)
+        bdt = make_classifier(settings, seed=seed * 1000 + k, ignore=("features", "n_ensemble", "seed"),
+                              n_jobs=n_jobs)
         bdt.fit(X, y, Xv, yv)
         log.info("%s member %d/%d: %d trees, val logloss %.4f", method, k + 1, settings["n_ensemble"],
                  bdt.history["best_iteration"] + 1, min(bdt.history["val_logloss"]))

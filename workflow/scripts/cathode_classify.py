@@ -23,8 +23,10 @@ def main(argv=None):
     p.add_argument("--scores", required=True)
     p.add_argument("--mjj-scores", required=True, help="Parquet: event_id, mjj, region, score of all data")
     p.add_argument("--history", required=True, help="JSON of the classifiers' training")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
+    cli.set_threads(args.threads)
     prm = args.params
     feats = prm["features"]
     sr, sb, test = io.read_table(args.sr), io.read_table(args.sb), io.read_table(args.test)
@@ -33,7 +35,7 @@ def main(argv=None):
         raise ValueError(f"{args.background}: features {attrs.get('feature_names')} != {feats}")
     out = kfold_classify(high_level(sr, feats, args.sr), arrays["features"],
                          {"test": high_level(test, feats, args.test), "sb": high_level(sb, feats, args.sb)},
-                         prm["classifier"], seed=int(prm["seed"]))
+                         prm["classifier"], seed=int(prm["seed"]), n_jobs=args.threads)
     io.write_table(score_table(test, list(out["scores"]["test"])), args.scores, metadata=prm)
     mjj = pa.table({
         "event_id": pa.concat_arrays([sr.column("event_id").combine_chunks(), sb.column("event_id").combine_chunks()]),

@@ -10,12 +10,14 @@ def main(argv=None):
     p.add_argument("--true", required=True, help="true SR background (sr_background.parquet)")
     p.add_argument("--background", required=True, help="samples HDF5 with 'features'")
     p.add_argument("--output", required=True, help="JSON with the AUC")
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
+    cli.set_threads(args.threads)
     prm = args.params
     true = high_level(io.read_table(args.true), prm["features"], args.true)
     gen = io.read_h5(args.background, ["features"])[0]["features"]
-    auc = fidelity_auc(true, gen, prm["classifier"], seed=int(prm["seed"]))
+    auc = fidelity_auc(true, gen, prm["classifier"], seed=int(prm["seed"]), n_jobs=args.threads)
     io.write_json({"study": prm.get("study"), "injection": prm.get("injection"), "seed": prm["seed"], "auc": auc,
                    "n_true": len(true), "n_generated": len(gen)}, args.output)
 

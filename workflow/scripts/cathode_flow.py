@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import torch
-
 from resonant import cli, io
 from resonant.features import high_level
 from resonant.models.flow import ConditionalFlow
@@ -17,7 +15,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
-    torch.set_num_threads(args.threads)
+    cli.set_threads(args.threads)
     prm = args.params
     sb = io.read_table(args.sb, required=["mjj", "split"])
     tr, va = select_split(sb, "train"), select_split(sb, "val")

@@ -1,8 +1,6 @@
 """Sample the CATHODE background flow at the SR m_jj values."""
 
 import numpy as np
-import torch
-
 from resonant import cli, io
 from resonant.models.flow import ConditionalFlow
 
@@ -15,7 +13,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
-    torch.set_num_threads(args.threads)
+    cli.set_threads(args.threads)
     prm = args.params
     flow = ConditionalFlow.load(args.flow)
     mjj = io.read_table(args.mjj, required=["mjj"]).column("mjj").to_numpy()

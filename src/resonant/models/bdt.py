@@ -22,6 +22,8 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
 class BDT:
     """A binary xgboost classifier: ``fit(X, y, X_val, y_val)``, ``predict(X)`` -> P(class 1)."""
 
+    file_suffix = ".json"
+
     def __init__(self, max_depth=4, learning_rate=0.1, n_estimators=300, early_stopping=20, seed=0,
                  n_jobs=None):
         self.params = dict(max_depth=max_depth, learning_rate=learning_rate, n_estimators=n_estimators,

@@ -15,7 +15,8 @@ KEYS = {
 CLASSES = {"bdt": BDT, "mlp": MLPClassifier}
 
 
-def make_classifier(settings: dict, seed: int, ignore: Iterable[str] = ()) -> BDT | MLPClassifier:
+def make_classifier(settings: dict, seed: int, ignore: Iterable[str] = (), n_jobs: int | None = None
+                    ) -> BDT | MLPClassifier:
     """``settings["model"]`` ("bdt", the default, or "mlp") with that model's own keys.
 
     Keys of the other model type are ignored (one block can hold both); any other key
@@ -31,4 +32,7 @@ def make_classifier(settings: dict, seed: int, ignore: Iterable[str] = ()) -> BD
     if unknown:
         raise ValueError(f"unknown classifier setting(s) for model {kind!r}: {', '.join(unknown)} "
                          f"(allowed: {', '.join(KEYS[kind])})")
-    return CLASSES[kind](seed=seed, **{k: v for k, v in settings.items() if k in own})
+    kwargs = {k: v for k, v in settings.items() if k in own}
+    if kind == "bdt":
+        kwargs["n_jobs"] = n_jobs  # the MLP follows torch's thread setting
+    return CLASSES[kind](seed=seed, **kwargs)

@@ -33,6 +33,8 @@ def _check_finite(X, what: str) -> None:
 class MLPClassifier:
     """``layers`` hidden layers of ``hidden`` ReLU units and one logit output."""
 
+    file_suffix = ".pt"
+
     def __init__(self, hidden=64, layers=3, lr=1e-3, batch_size=128, epochs=100, patience=10, n_best=10, seed=0):
         self.params = dict(hidden=hidden, layers=layers, lr=lr, batch_size=batch_size, epochs=epochs,
                            patience=patience, n_best=n_best, seed=seed)
