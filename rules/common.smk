@@ -21,7 +21,11 @@ validate_config(config)
 DATASET = config["dataset"]
 DATA = f"results/data/{DATASET['name']}"
 PROCESSES = study_processes(config)
-PY = "python"
+# The interpreter of the jobs: the conda env's under --sdm conda, else the one
+# running Snakemake (the project's .venv), whatever the PATH says.
+from snakemake.settings.types import DeploymentMethod  # noqa: E402
+
+PY = "python" if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method else sys.executable
 
 wildcard_constraints:
     chunk=r"\d{4}",
@@ -220,8 +224,8 @@ def method_params(method):
 
     def params(wildcards):
         s = config["methods"][method]
-        return json.dumps({**{k: v for k, v in s.items() if k != "enabled"}, "seed": int(wildcards.seed)},
-                          sort_keys=True)
+        return json.dumps({**{k: v for k, v in s.items() if k != "enabled"}, "study": wildcards.study,
+                           "injection": int(wildcards.inj), "seed": int(wildcards.seed)}, sort_keys=True)
 
     return params
 

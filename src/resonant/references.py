@@ -50,7 +50,7 @@ def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed:
                          f"{int((y == 0).sum())})")
     models = []
     for k in range(settings["n_ensemble"]):
-        bdt = make_classifier(settings, seed=seed * 1000 + k, ignore=("features", "n_ensemble", "seed"),
+        bdt = make_classifier(settings, seed=seed * 1000 + k, ignore=("features", "n_ensemble", "seed", "study", "injection"),
                               n_jobs=n_jobs)
         bdt.fit(X, y, Xv, yv)
         log.info("%s member %d/%d: %d trees, val logloss %.4f", method, k + 1, settings["n_ensemble"],
