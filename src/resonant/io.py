@@ -68,6 +68,11 @@ def read_json(path):
         raise InputError(path, f"not valid JSON ({e})", "delete it and rerun the producing stage") from e
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Dictionary-encode only string columns (process names): for floats it costs time and space."""
+    return [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+
+
 def write_table(table: pa.Table, path, row_group_size: int | None = 50_000, metadata: dict | None = None) -> None:
     """Write an Arrow table to Parquet atomically (zstd), with optional JSON metadata."""
     if metadata:
@@ -75,7 +80,8 @@ def write_table(table: pa.Table, path, row_group_size: int | None = 50_000, meta
         meta[b"resonant"] = json.dumps(metadata, sort_keys=True, default=_json_default).encode()
         table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size,
+                       use_dictionary=_dictionary_columns(table.schema))
 
 
 @contextlib.contextmanager
@@ -90,7 +96,7 @@ def parquet_writer(path, schema: pa.Schema, metadata: dict | None = None):
         meta[b"resonant"] = json.dumps(metadata, sort_keys=True, default=_json_default).encode()
         schema = schema.with_metadata(meta)
     with atomic_path(path) as tmp:
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=_dictionary_columns(schema))
         try:
             yield writer
         finally:
