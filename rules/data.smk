@@ -90,16 +90,16 @@ rule cluster:
 rule merge_jets:
     """The dataset's jet table: every process, one file."""
     output:
-        jets=f"{DATA}/jets.parquet",
-        summary=f"{DATA}/selection.json",
+        multiext(f"{DATA}/", "jets.parquet", "selection.json"),
     input:
         jets=jets_source(),
         stats=jet_stats_files(),
         code=code("merge_jets"),
     log:
         f"{DATA}/logs/merge_jets.log",
+    cache: "omit-software"
     conda:
         "../envs/data.yaml"
     shell:
         "{PY} workflow/scripts/merge_jets.py --inputs {input.jets} --stats {input.stats}"
-        " --output {output.jets} --summary {output.summary} 2> {log}"
+        " --output {output[0]} --summary {output[1]} 2> {log}"

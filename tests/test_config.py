@@ -102,3 +102,17 @@ def test_all_shipped_configs_are_valid():
     for p in paths:
         with open(p) as f:
             validate_config(yaml.safe_load(f))
+
+
+def test_workflow_stops_before_any_job_on_a_bad_config(tmp_path):
+    """snakemake itself refuses the config, naming the key; nothing is created."""
+    from workflow_utils import copy_project, snakemake
+
+    wd = copy_project(tmp_path / "wd")
+    cfg = yaml.safe_load((wd / "tests/configs/tiny.yaml").read_text())
+    cfg["regions"]["sr"] = [5200.0, 5600.0]
+    (wd / "bad.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert "regions.sr" in proc.stderr and "inside the sideband" in proc.stderr
+    assert not (wd / "results").exists()

@@ -82,7 +82,7 @@ def test_every_model_gives_settings(model):
 
 
 def test_qcd_default_and_settings():
-    assert processes.resolve_params("qcd_dijet", {}) == {"pthat_min": 1100.0}
+    assert processes.resolve_params("qcd_dijet", {}) == {"pthat_min": 850.0}
     s = processes.MODELS["qcd_dijet"]({"pthat_min": 800})
     assert "HardQCD:all = on" in s and "PhaseSpace:pTHatMin = 800" in s and "PartonLevel:MPI = on" in s
 

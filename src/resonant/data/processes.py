@@ -250,10 +250,17 @@ def _resonance_window(pid: int, m_res: float, width_frac: float, m_floor: float)
 # The models
 
 
-@register("qcd_dijet", Param("pthat_min", "minimum pTHat of the 2 -> 2 QCD process in GeV", default=1100.0,
+@register("qcd_dijet", Param("pthat_min", "minimum pTHat of the 2 -> 2 QCD process in GeV", default=850.0,
                              maximum=E_CM / 2), signal=False)
 def qcd_dijet(p: dict) -> list[str]:
-    """QCD multijet background: all hard QCD 2 -> 2 processes with pTHat > pthat_min, MPI on."""
+    """QCD multijet background: all hard QCD 2 -> 2 processes with pTHat > pthat_min, MPI on.
+
+    The default 850 GeV keeps the selected m_jj spectrum (leading R=1.0 jet
+    pT > 1.2 TeV) unbiased over 2.3-5 TeV: measured against a sample with
+    pTHat > 800 GeV, 98-99.6% of the selected events in every m_jj bin have
+    pTHat > 850 GeV, against 65-90% (m_jj-dependent) with a cut at 1.1 TeV.
+    Only 16% of the generated events pass the selection at 850 GeV (66% at 1.1 TeV).
+    """
     return [
         "HardQCD:all = on",
         f"PhaseSpace:pTHatMin = {_num(p['pthat_min'])}",
