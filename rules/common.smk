@@ -76,6 +76,8 @@ def n_chunks(process):
 
 
 def turn_on_files(kind):
+    if not turn_on_enabled():
+        return []
     ext = "json" if kind == "stats" else "parquet"
     return [f"{DATA}/{kind}/{TURN_ON}/chunk-{c:04d}.{ext}" for c in range(n_chunks(TURN_ON))]
 
@@ -132,7 +134,7 @@ def lhco_params():
                        **config["selection"]}, sort_keys=True)
 
 
-def lhco_feature_files():
+def lhco_feature_files(wildcards):
     l = DATASET["lhco"]
     return {k: l[k] for k in ("features", "extra_background") if l[k]}
 
