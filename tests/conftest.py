@@ -1,4 +1,3 @@
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,11 @@ def fake_jets(n_bkg=20000, n_sig=2000, seed=0, signal="sig", background="qcd", m
     )
 
 
-@pytest.fixture
-def deep(laptop_config):
-    return copy.deepcopy(laptop_config)
+def assert_same_jets(fast, slow):
+    """Two clustering results (resonant.data.jets.JetResult) agree event by event."""
+    np.testing.assert_array_equal(fast.selected, slow.selected)
+    for name in slow.columns:
+        np.testing.assert_allclose(fast.columns[name], slow.columns[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    for j in ("j1", "j2"):
+        for x, y in zip(fast.constituents[j], slow.constituents[j]):
+            np.testing.assert_array_equal(x, y)

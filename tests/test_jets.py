@@ -15,6 +15,7 @@ import pytest
 from resonant.data import jets
 from resonant.data.schema import JETS_SCHEMA, particles_from_table, raw_table, validate_jets
 from resonant.errors import InputError
+from conftest import assert_same_jets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -391,12 +392,7 @@ def test_fast_constituents_equal_fastjet_constituents():
     slow = jets.cluster_flat(*flat, max_constituents=500, constituents_from="fastjet")
     assert fast.n_selected > 100
     assert 0 < fast.stats["n_fallback"] < fast.n_selected  # both paths were exercised
-    np.testing.assert_array_equal(fast.selected, slow.selected)
-    for name in slow.columns:
-        np.testing.assert_allclose(fast.columns[name], slow.columns[name], rtol=1e-12, atol=1e-12, err_msg=name)
-    for j in ("j1", "j2"):
-        for x, y in zip(fast.constituents[j], slow.constituents[j]):
-            np.testing.assert_array_equal(x, y)
+    assert_same_jets(fast, slow)
 
 
 # ---------------------------------------------------------------------------

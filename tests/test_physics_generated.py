@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from resonant.data import jets
+from conftest import assert_same_jets
 
 pytestmark = pytest.mark.slow
 
@@ -129,9 +130,4 @@ def test_fast_constituents_are_fastjets_on_generated_events(samples):
     fast = jets.cluster_flat(*flat, max_constituents=1000)
     slow = jets.cluster_flat(*flat, max_constituents=1000, constituents_from="fastjet")
     assert fast.stats["n_fallback"] < 0.2 * fast.n_selected
-    np.testing.assert_array_equal(fast.selected, slow.selected)
-    for name in slow.columns:
-        np.testing.assert_allclose(fast.columns[name], slow.columns[name], rtol=1e-12, atol=1e-12, err_msg=name)
-    for j in ("j1", "j2"):
-        for x, y in zip(fast.constituents[j], slow.constituents[j]):
-            np.testing.assert_array_equal(x, y)
+    assert_same_jets(fast, slow)

@@ -250,6 +250,17 @@ def _resonance_window(pid: int, m_res: float, width_frac: float, m_floor: float)
 # The models
 
 
+def _wprime_to_wz(p: dict, m_floor: float) -> list[str]:
+    """A W' of mass m_res, produced in q q' -> W', decaying only to W Z."""
+    return [
+        "NewGaugeBoson:ffbar2Wprime = on",
+        "Wprime:coup2WZ = 1.0",
+        *_resonance_window(34, p["m_res"], p["width_frac"], m_floor),
+        "34:onMode = off",
+        "34:onIfMatch = 24 23",
+    ]
+
+
 @register("qcd_dijet", Param("pthat_min", "minimum pTHat of the 2 -> 2 QCD process in GeV", default=850.0,
                              maximum=E_CM / 2), signal=False)
 def qcd_dijet(p: dict) -> list[str]:
@@ -283,11 +294,7 @@ def wprime_xy(p: dict) -> list[str]:
     """
     m_floor = (p["m_x"] + p["m_y"]) * 1.001
     return [
-        "NewGaugeBoson:ffbar2Wprime = on",
-        "Wprime:coup2WZ = 1.0",
-        *_resonance_window(34, p["m_res"], p["width_frac"], m_floor),
-        "34:onMode = off",
-        "34:onIfMatch = 24 23",
+        *_wprime_to_wz(p, m_floor),
         *_narrow(24, p["m_x"], p["width_frac"]),
         *_w_to(24, LIGHT_QUARKS),
         *_narrow(23, p["m_y"], p["width_frac"]),
@@ -300,11 +307,7 @@ def wprime_xy(p: dict) -> list[str]:
 def wprime_wz(p: dict) -> list[str]:
     """W' -> W Z with the SM W and Z decaying hadronically: two light two-prong jets (80, 91 GeV)."""
     return [
-        "NewGaugeBoson:ffbar2Wprime = on",
-        "Wprime:coup2WZ = 1.0",
-        *_resonance_window(34, p["m_res"], p["width_frac"], 175.0),
-        "34:onMode = off",
-        "34:onIfMatch = 24 23",
+        *_wprime_to_wz(p, 175.0),
         *_w_to(24, (1, 2, 3, 4, 5)),
         *_any_of(23, (1, 2, 3, 4, 5)),
         "PartonLevel:MPI = on",

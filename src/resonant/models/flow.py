@@ -121,11 +121,7 @@ class ConditionalFlow:
         return self
 
     def _flows(self):
-        for state in self.states:
-            flow = self._net()
-            flow.load_state_dict(state)
-            flow.eval()
-            yield flow
+        return loop.restored(self._net, self.states)
 
     @torch.no_grad()
     def sample(self, m, seed: int = 0, batch_size: int = 100_000) -> np.ndarray:

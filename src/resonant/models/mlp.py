@@ -101,11 +101,7 @@ class MLPClassifier:
         return self
 
     def _nets(self):
-        for state in self.states:
-            net = self._net()
-            net.load_state_dict(state)
-            net.eval()
-            yield net
+        return loop.restored(self._net, self.states)
 
     @torch.no_grad()
     def predict(self, X, batch_size: int = 65536) -> np.ndarray:

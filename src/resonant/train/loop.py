@@ -87,6 +87,15 @@ def fit(model: torch.nn.Module, loss_fn, train: tuple, val: tuple, *, epochs: in
     return [b[2] for b in best], hist
 
 
+def restored(make_model, states):
+    """Yield a fresh model from ``make_model()`` per saved state dict, in eval mode."""
+    for state in states:
+        model = make_model()
+        model.load_state_dict(state)
+        model.eval()
+        yield model
+
+
 @torch.no_grad()
 def evaluate(model, loss_fn, data: tuple, batch_size: int = 4096) -> float:
     model.eval()
