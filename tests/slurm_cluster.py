@@ -18,6 +18,7 @@ from pathlib import Path
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 PARTITION = "debug"
+CONF = Path("/etc/slurm/slurm.conf")
 
 
 class Unavailable(RuntimeError):

@@ -37,7 +37,9 @@ def cluster(tmp_path_factory):
 
 def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path):
     wd = copy_project(tmp_path / "wd")
-    proc = snakemake(wd, "--configfile", CONFIG, "--profile", "profiles/slurm", *LOCAL_SITE, timeout=1200)
+    site = {"SLURM_CONF": str(slurm_cluster.CONF)}
+    proc = snakemake(wd, "--configfile", CONFIG, "--profile", "profiles/slurm", *LOCAL_SITE, timeout=1200,
+                     extra_env=site)
     out = proc.stdout + proc.stderr
     assert "sbatch" in out.lower() or "slurm" in out.lower()
     assert "Submitted job" in out or "submitted" in out.lower(), out[-3000:]
@@ -46,4 +48,4 @@ def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path):
         assert m["auc"] > 0.85
     # every job ran as a SLURM job: the executor's job logs are there
     assert list((wd / ".snakemake/slurm_logs").rglob("*.log")), "no SLURM job logs"
-    assert planned(wd, "--configfile", CONFIG) == {}
+    assert planned(wd, "--configfile", CONFIG, extra_env=site) == {}

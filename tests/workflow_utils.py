@@ -30,8 +30,21 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+# Snakemake's SLURM plugin asks `scontrol show config` at import; where a SLURM
+# client is installed but no controller answers, that hangs for 10 s on every
+# call. Outside the SLURM test, point it at a controller that refuses at once.
+NO_SLURM_CONF = Path(os.environ.get("TMPDIR", "/tmp")) / "resonant-no-slurm.conf"
+
+
+def _no_slurm_conf() -> str:
+    if not NO_SLURM_CONF.exists():
+        NO_SLURM_CONF.write_text("ClusterName=none\nSlurmctldHost=localhost\nMessageTimeout=1\n")
+    return str(NO_SLURM_CONF)
+
+
 def env(**extra) -> dict:
     e = dict(os.environ)
+    e.setdefault("SLURM_CONF", _no_slurm_conf())
     e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.pop("PYTHONPATH", None)
     e.update({k: str(v) for k, v in extra.items()})
