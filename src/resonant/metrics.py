@@ -21,11 +21,17 @@ def roc(labels, scores):
     return fpr, tpr, np.rint(fpr * n_bkg).astype(int)
 
 
-def sic_curve(labels, scores, min_bkg: int = MIN_BKG):
-    """(tpr, sic) with the low-statistics points removed."""
+def kept_curve(labels, scores, min_bkg: int = MIN_BKG):
+    """(fpr, tpr) of the points where at least ``min_bkg`` background events pass."""
     fpr, tpr, n_pass = roc(labels, scores)
     keep = (n_pass >= min_bkg) & (fpr > 0)
-    return tpr[keep], tpr[keep] / np.sqrt(fpr[keep])
+    return fpr[keep], tpr[keep]
+
+
+def sic_curve(labels, scores, min_bkg: int = MIN_BKG):
+    """(tpr, sic) with the low-statistics points removed."""
+    fpr, tpr = kept_curve(labels, scores, min_bkg)
+    return tpr, tpr / np.sqrt(fpr)
 
 
 def _at_tpr(tpr, values, eff):
@@ -42,9 +48,8 @@ def evaluate(labels, scores, min_bkg: int = MIN_BKG) -> dict:
     n_sig, n_bkg = int((labels == 1).sum()), int((labels == 0).sum())
     if n_sig == 0 or n_bkg == 0:
         raise ValueError(f"the test set needs signal and background (has {n_sig} and {n_bkg})")
-    fpr, tpr, n_pass = roc(labels, scores)
-    t, sic = sic_curve(labels, scores, min_bkg)
-    ok = (n_pass >= min_bkg) & (fpr > 0)
+    fpr, t = kept_curve(labels, scores, min_bkg)
+    sic = t / np.sqrt(fpr)
     out = {
         "auc": float(roc_auc_score(labels, scores)),
         "max_sic": float(sic.max()) if len(sic) else float("nan"),
@@ -53,7 +58,7 @@ def evaluate(labels, scores, min_bkg: int = MIN_BKG) -> dict:
     }
     for eff in WORKING_POINTS:
         out[f"sic_{eff}"] = _at_tpr(t, sic, eff)
-    out["rejection_0.5"] = _at_tpr(tpr[ok], 1.0 / fpr[ok], 0.5) if ok.any() else float("nan")
+    out["rejection_0.5"] = _at_tpr(t, 1.0 / fpr, 0.5)
     return out
 
 
@@ -69,12 +74,8 @@ def interpolated_curves(labels_scores, grid=None, kind="sic", min_bkg: int = MIN
     grid = np.linspace(0.01, 1.0, 100) if grid is None else grid
     rows = []
     for labels, scores in labels_scores:
-        if kind == "sic":
-            t, y = sic_curve(labels, scores, min_bkg)
-        else:  # background rejection 1/fpr
-            fpr, tpr, n_pass = roc(labels, scores)
-            ok = (n_pass >= min_bkg) & (fpr > 0)
-            t, y = tpr[ok], 1.0 / fpr[ok]
+        fpr, t = kept_curve(labels, scores, min_bkg)
+        y = t / np.sqrt(fpr) if kind == "sic" else 1.0 / fpr  # else: background rejection
         row = np.full(len(grid), np.nan)
         if len(t) > 1:
             inside = (grid >= t.min()) & (grid <= t.max())

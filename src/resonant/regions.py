@@ -215,9 +215,10 @@ def build_study_sets(jets: pa.Table, spec: StudySpec, source="jets table") -> tu
 
 def check_disjoint(sets: dict[str, pa.Table]) -> None:
     """Raise if any two study sets share an event_id."""
-    seen: dict[int, str] = {}
-    for name in STUDY_SETS:
-        for eid in sets[name].column("event_id").to_numpy():
-            other = seen.setdefault(int(eid), name)
-            if other != name:
-                raise AssertionError(f"event {eid} is in both '{other}' and '{name}'")
+    ids = np.concatenate([sets[name].column("event_id").to_numpy() for name in STUDY_SETS])
+    owner = np.repeat(np.arange(len(STUDY_SETS)), [len(sets[name]) for name in STUDY_SETS])
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        eid = uniq[counts > 1][0]
+        where = sorted({STUDY_SETS[k] for k in owner[ids == eid]})
+        raise AssertionError(f"event {eid} is in several sets: {', '.join(where)}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyarrow as pa
 
 from .. import io
 from ..errors import InputError
@@ -47,7 +46,3 @@ def merge_jets(inputs: list, output, metadata: dict | None = None) -> dict:
                              "rename one of the processes (ids derive from the process name)", field="event_id")
     return counts
 
-
-def empty_jets_table(with_constituents: bool = True) -> pa.Table:
-    schema = JETS_SCHEMA if with_constituents else JETS_FEATURES_ONLY_SCHEMA
-    return schema.empty_table()
