@@ -20,6 +20,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/regions.smk"
 include: "rules/cathode.smk"
+include: "rules/contrastive.smk"
 include: "rules/evaluate.smk"
 
 

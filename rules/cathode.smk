@@ -23,18 +23,23 @@ rule reference:
         " --models-dir {output.models} --scores {output.scores} --threads {threads} 2> {log}"
 
 
+# The CATHODE engine, for classic CATHODE ({engine} = cathode) and for every
+# member of the contrastive branch ({engine} = contrastive-<config>/e<E>/f<F>).
+ENGINE_DIR = "results/{study}/inj{inj}/seed{seed}/{engine}"
+
+
 rule cathode_flow:
-    """Classic CATHODE: the background flow p(m_j1, dm_j, tau21s | m_jj) trained in the sidebands."""
+    """CATHODE's background flow p(features | m_jj), trained in the sidebands."""
     output:
-        flow="results/{study}/inj{inj}/seed{seed}/cathode/flow.pt",
-        meta="results/{study}/inj{inj}/seed{seed}/cathode/flow.json",
+        flow=f"{ENGINE_DIR}/flow.pt",
+        meta=f"{ENGINE_DIR}/flow.json",
     input:
-        sb="results/{study}/inj{inj}/seed{seed}/sb.parquet",
+        sb=engine_input("sb"),
         code=code("cathode_flow"),
     params:
-        p=method_params("cathode"),
+        p=engine_params,
     log:
-        "results/{study}/logs/cathode/flow-inj{inj}-seed{seed}.log",
+        "results/{study}/logs/{engine}/flow-inj{inj}-seed{seed}.log",
     threads: 1
     conda:
         "../envs/torch.yaml"
@@ -46,15 +51,15 @@ rule cathode_flow:
 rule cathode_sample:
     """Background samples in the SR: the flow at m_jj values from the SR KDE."""
     output:
-        "results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
+        f"{ENGINE_DIR}/samples.h5",
     input:
-        flow="results/{study}/inj{inj}/seed{seed}/cathode/flow.pt",
+        flow=f"{ENGINE_DIR}/flow.pt",
         mjj="results/{study}/inj{inj}/seed{seed}/sr_mjj.parquet",
         code=code("cathode_sample"),
     params:
-        p=method_params("cathode"),
+        p=engine_params,
     log:
-        "results/{study}/logs/cathode/sample-inj{inj}-seed{seed}.log",
+        "results/{study}/logs/{engine}/sample-inj{inj}-seed{seed}.log",
     threads: 1
     conda:
         "../envs/torch.yaml"
@@ -64,21 +69,21 @@ rule cathode_sample:
 
 
 rule cathode_classify:
-    """k-fold BDTs of SR data vs CATHODE samples, scored on the test set."""
+    """k-fold BDTs of SR data vs the flow's samples, scored on the test set."""
     output:
-        scores="results/{study}/inj{inj}/seed{seed}/cathode/scores.parquet",
-        history="results/{study}/inj{inj}/seed{seed}/cathode/classifier.json",
-        mjj="results/{study}/inj{inj}/seed{seed}/cathode/mjj_scores.parquet",
+        scores=f"{ENGINE_DIR}/scores.parquet",
+        history=f"{ENGINE_DIR}/classifier.json",
+        mjj=f"{ENGINE_DIR}/mjj_scores.parquet",
     input:
-        sr="results/{study}/inj{inj}/seed{seed}/sr.parquet",
-        sb="results/{study}/inj{inj}/seed{seed}/sb.parquet",
-        samples="results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
-        test="results/{study}/inj{inj}/seed{seed}/test.parquet",
+        sr=engine_input("sr"),
+        sb=engine_input("sb"),
+        samples=f"{ENGINE_DIR}/samples.h5",
+        test=engine_input("test"),
         code=code("cathode_classify"),
     params:
-        p=method_params("cathode"),
+        p=engine_params,
     log:
-        "results/{study}/logs/cathode/classify-inj{inj}-seed{seed}.log",
+        "results/{study}/logs/{engine}/classify-inj{inj}-seed{seed}.log",
     threads: 2
     conda:
         "../envs/bdt.yaml"
@@ -91,15 +96,15 @@ rule cathode_classify:
 rule cathode_fidelity:
     """Sculpting check: classifier of generated vs true SR background (AUC 0.5 for a perfect model)."""
     output:
-        "results/{study}/inj{inj}/seed{seed}/cathode/fidelity.json",
+        f"{ENGINE_DIR}/fidelity.json",
     input:
-        true="results/{study}/inj{inj}/seed{seed}/sr_background.parquet",
-        samples="results/{study}/inj{inj}/seed{seed}/cathode/samples.h5",
+        true=engine_input("sr_background"),
+        samples=f"{ENGINE_DIR}/samples.h5",
         code=code("cathode_fidelity"),
     params:
-        p=method_params("cathode"),
+        p=engine_params,
     log:
-        "results/{study}/logs/cathode/fidelity-inj{inj}-seed{seed}.log",
+        "results/{study}/logs/{engine}/fidelity-inj{inj}-seed{seed}.log",
     threads: 2
     conda:
         "../envs/bdt.yaml"
@@ -109,22 +114,22 @@ rule cathode_fidelity:
 
 
 rule cathode_checks:
-    """Sculpting checks: generated-vs-true AUC for every injection, m_jj before and after cuts."""
+    """Sculpting checks of a CATHODE-type method: generated-vs-true AUC per injection, m_jj before and after cuts."""
     output:
-        fidelity=report("results/{study}/summary/cathode_fidelity.png",
+        fidelity=report("results/{study}/summary/{cmethod}_fidelity.png",
                         caption="../workflow/report/cathode_fidelity.rst", category="{study}",
-                        subcategory="CATHODE checks"),
-        sculpting=report("results/{study}/summary/cathode_mjj.png", caption="../workflow/report/cathode_mjj.rst",
-                         category="{study}", subcategory="CATHODE checks"),
-        summary="results/{study}/summary/cathode_checks.json",
+                        subcategory="{cmethod} checks"),
+        sculpting=report("results/{study}/summary/{cmethod}_mjj.png", caption="../workflow/report/cathode_mjj.rst",
+                         category="{study}", subcategory="{cmethod} checks"),
+        summary="results/{study}/summary/{cmethod}_checks.json",
     input:
-        fidelity=cathode_fidelity_files,
-        mjj=cathode_sculpting_input,
+        fidelity=checks_fidelity_files,
+        mjj=checks_sculpting_input,
         code=code("cathode_checks"),
     params:
-        p=cathode_checks_params,
+        p=checks_params,
     log:
-        "results/{study}/logs/cathode/checks.log",
+        "results/{study}/logs/{cmethod}/checks.log",
     conda:
         "../envs/data.yaml"
     shell:

@@ -14,7 +14,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (os.path.join(WORKDIR, "src"), os.environ.get("PYTHONPATH")) if p
 )
 
-from resonant.config import validate_config, study_processes  # noqa: E402
+from resonant.config import contrastive_training_processes, process_group, study_processes, validate_config  # noqa: E402
 
 validate_config(config)
 
@@ -69,6 +69,27 @@ if turn_on_enabled():
         "model": "qcd_dijet", "label": 0, "n_events": DATASET["turn_on"]["n_events"],
         "params": {**_qcd.get("params", {}), "pthat_min": DATASET["turn_on"]["pthat_min"]},
     }
+
+
+# Simulation for the contrastive encoder: its own generator groups ("sim-<id>"),
+# so its seeds and event ids differ from the data's.
+SIM_PREFIX = "sim-"
+CONTRASTIVE = config["methods"].get("contrastive", {})
+
+
+def contrastive_enabled():
+    return bool(CONTRASTIVE.get("enabled", False))
+
+
+SIM_PROCESSES = config["simulation"]["processes"] if contrastive_enabled() else {}
+for _pid, _proc in SIM_PROCESSES.items():
+    GEN_PROCESSES[SIM_PREFIX + _pid] = _proc
+
+
+def sim_chunk_files(kind="jets"):
+    ext = "parquet" if kind == "jets" else "json"
+    return [f"{DATA}/{kind}/{SIM_PREFIX}{pid}/chunk-{c:04d}.{ext}"
+            for pid in SIM_PROCESSES for c in range(n_chunks(SIM_PREFIX + pid))]
 
 
 def n_chunks(process):
@@ -203,22 +224,131 @@ REFERENCE_METHODS = ("supervised", "idealised")
 
 
 
-def cathode_fidelity_files(wildcards):
+# ---------------------------------------------------------------- CATHODE engine
+# One set of rules (rules/cathode.smk) runs the CATHODE engine for classic
+# CATHODE ({engine} = "cathode", jet features of the study set) and for each
+# member of the contrastive branch ({engine} = "contrastive-<config>/e<E>/f<F>",
+# the latent tables of encoder E, flow seed F).
+def _engine_parts(engine):
+    if engine == "cathode":
+        return None, None, None
+    cfg, e, f = engine.split("/")
+    return cfg.split("-", 1)[1], int(e[1:]), int(f[1:])
+
+
+def engine_input(name):
+    """The table ``name`` (sb, sr, test, sr_background) the engine of these wildcards reads."""
+
+    def f(wildcards):
+        d = study_dir(wildcards.study, wildcards.inj, wildcards.seed)
+        cfg, e, _ = _engine_parts(wildcards.engine)
+        return f"{d}/{name}.parquet" if cfg is None else f"{d}/contrastive-{cfg}/e{e}/latent/{name}.parquet"
+
+    return f
+
+
+def engine_params(wildcards):
+    cfg, e, f = _engine_parts(wildcards.engine)
+    if cfg is None:
+        return method_params("cathode")(wildcards)
+    from resonant.features import latent_names
+
+    c = CONTRASTIVE
+    return json.dumps({"features": latent_names(c["encoder"]["latent_dim"]), "flow": c["flow"],
+                       "classifier": c["classifier"], "study": wildcards.study, "injection": int(wildcards.inj),
+                       "seed": int(wildcards.seed), "model_seed": int(wildcards.seed) * 10000 + e * 100 + f,
+                       "configuration": cfg, "member": f"e{e}/f{f}"}, sort_keys=True)
+
+
+def checks_engine(cmethod):
+    """The engine run whose samples the checks of a method look at (the first member for the contrastive one)."""
+    return "cathode" if cmethod == "cathode" else f"{cmethod}/e0/f0"
+
+
+def checks_fidelity_files(wildcards):
     st = config["studies"][wildcards.study]
-    return [f"{study_dir(wildcards.study, inj, seed)}/cathode/fidelity.json"
+    return [f"{study_dir(wildcards.study, inj, seed)}/{checks_engine(wildcards.cmethod)}/fidelity.json"
             for inj in st["injections"] for seed in st["seeds"]]
 
 
-def cathode_sculpting_input(wildcards):
+def checks_sculpting_input(wildcards):
     """The sculpting check looks at the smallest injection (ideally 0: no signal), first seed."""
     st = config["studies"][wildcards.study]
-    return f"{study_dir(wildcards.study, min(st['injections']), st['seeds'][0])}/cathode/mjj_scores.parquet"
+    return (f"{study_dir(wildcards.study, min(st['injections']), st['seeds'][0])}/"
+            f"{checks_engine(wildcards.cmethod)}/mjj_scores.parquet")
 
 
-def cathode_checks_params(wildcards):
+def checks_params(wildcards):
+    from resonant.plots import label_of
+
     st = config["studies"][wildcards.study]
     return json.dumps({"title": f"{wildcards.study}: {st['signal']}", "injection": min(st["injections"]),
+                       "method": label_of(wildcards.cmethod),
                        "sr": config["regions"]["sr"], "sb": config["regions"]["sb"]}, sort_keys=True)
+
+
+def checked_methods():
+    return [m for m in enabled_methods() if m == "cathode" or m.startswith("contrastive-")]
+
+
+# ---------------------------------------------------------------- contrastive branch
+def encoder_params(wildcards):
+    train = contrastive_training_processes(config, wildcards.config)
+    return json.dumps({
+        "encoder": CONTRASTIVE["encoder"], "n_constituents": CONTRASTIVE["n_constituents"],
+        "split": config["simulation"]["split"], "configuration": wildcards.config, "seed": int(wildcards.enc),
+        "train_processes": {SIM_PREFIX + p: g for p, g in train.items()},
+        "groups": {SIM_PREFIX + p: process_group(v) for p, v in SIM_PROCESSES.items()},
+    }, sort_keys=True)
+
+
+def launcher(wildcards, resources):
+    """The launcher of a multi-process training rule: ``srun`` under the SLURM profile (resources.mpi), else none."""
+    return getattr(resources, "mpi", "") or ""
+
+
+def encoder_file(wildcards):
+    return f"{DATA}/contrastive/{wildcards.config}/encoder{wildcards.enc}.pt"
+
+
+def encode_params(wildcards):
+    return json.dumps({"n_constituents": CONTRASTIVE["n_constituents"], "configuration": wildcards.config,
+                       "encoder": int(wildcards.enc)}, sort_keys=True)
+
+
+def contrastive_member_scores(wildcards):
+    d = study_dir(wildcards.study, wildcards.inj, wildcards.seed)
+    return [f"{d}/contrastive-{wildcards.config}/e{e}/f{f}/scores.parquet"
+            for e in range(CONTRASTIVE["n_encoders"]) for f in range(CONTRASTIVE["n_flows"])]
+
+
+def combine_params(wildcards):
+    return json.dumps({"ensemble_size": CONTRASTIVE["ensemble_size"], "seed": int(wildcards.seed),
+                       "configuration": wildcards.config}, sort_keys=True)
+
+
+def latent_check_params(wildcards):
+    qcd = [process_group(v) for v in SIM_PROCESSES.values() if v["model"] == "qcd_dijet"]
+    return json.dumps({"configuration": wildcards.config, "background_group": (qcd or ["qcd_dijet"])[0], "groups": {SIM_PREFIX + p: process_group(v)
+                                                                      for p, v in SIM_PROCESSES.items()},
+                       "train_processes": sorted(SIM_PREFIX + p for p in
+                                                 contrastive_training_processes(config, wildcards.config))},
+                      sort_keys=True)
+
+
+# ---------------------------------------------------------------- cross-study summary
+def all_metrics_files():
+    return [f for study in config["studies"] for f in metrics_files_of(study)]
+
+
+def summary_cuts():
+    wps = sorted({wp for st in config["studies"].values() for wp in st["working_points"]}, reverse=True)
+    return ["max_sic"] + [f"{wp:g}" for wp in wps]
+
+
+def required_injection_params():
+    return json.dumps({"target_sigma": 5.0, "cuts": summary_cuts(),
+                       "signals": {s: st["signal"] for s, st in config["studies"].items()}}, sort_keys=True)
 
 
 def method_params(method):
@@ -232,13 +362,33 @@ def method_params(method):
     return params
 
 
+def contrastive_configs():
+    return list(CONTRASTIVE["configurations"]) if contrastive_enabled() else []
+
+
 def enabled_methods():
-    return [m for m, s in config["methods"].items() if s.get("enabled", True)]
+    """Every method that scores the test set; the contrastive branch once per encoder configuration."""
+    out = []
+    for m, s in config["methods"].items():
+        if not s.get("enabled", True):
+            continue
+        out += [f"contrastive-{c}" for c in contrastive_configs()] if m == "contrastive" else [m]
+    return out
+
+
+def all_methods():
+    return [m for m in config["methods"] if m != "contrastive"] + [f"contrastive-{c}" for c in
+                                                                    CONTRASTIVE.get("configurations", {})]
 
 
 wildcard_constraints:
-    method="|".join(config["methods"]) or "none",
+    method="|".join(all_methods()) or "none",
     reference="|".join(REFERENCE_METHODS),
+    engine=r"cathode|contrastive-[A-Za-z0-9_]+/e\d+/f\d+",
+    cmethod=r"cathode|contrastive-[A-Za-z0-9_]+",
+    config=r"[A-Za-z0-9_]+",
+    enc=r"\d+",
+    member=r"e\d+/f\d+",
 
 
 def reference_params(wildcards):
@@ -247,13 +397,18 @@ def reference_params(wildcards):
 
 def metrics_params(wildcards):
     return json.dumps({"study": wildcards.study, "method": wildcards.method, "injection": int(wildcards.inj),
-                       "seed": int(wildcards.seed)}, sort_keys=True)
+                       "seed": int(wildcards.seed),
+                       "working_points": config["studies"][wildcards.study]["working_points"]}, sort_keys=True)
+
+
+def metrics_files_of(study):
+    st = config["studies"][study]
+    return [f"{study_dir(study, inj, seed)}/{m}/metrics.json"
+            for m in enabled_methods() for inj in st["injections"] for seed in st["seeds"]]
 
 
 def study_metrics(wildcards):
-    st = config["studies"][wildcards.study]
-    return [f"{study_dir(wildcards.study, inj, seed)}/{m}/metrics.json"
-            for m in enabled_methods() for inj in st["injections"] for seed in st["seeds"]]
+    return metrics_files_of(wildcards.study)
 
 
 def injection_scores(wildcards):
@@ -279,8 +434,11 @@ def report_targets():
         if enabled_methods():
             out += [f"results/{study}/summary/metrics.csv", f"results/{study}/summary/max_sic.png"]
             out += [f"results/{study}/summary/sic_inj{inj}.png" for inj in st["injections"]]
-        if "cathode" in enabled_methods():
-            out.append(f"results/{study}/summary/cathode_checks.json")
+        out += [f"results/{study}/summary/{m}_checks.json" for m in checked_methods()]
+    if enabled_methods():
+        out.append("results/summary/required_injection.csv")
+    for cfg in contrastive_configs():
+        out.append(f"{DATA}/contrastive/{cfg}/latent.png")
     return out
 
 

@@ -103,3 +103,21 @@ rule merge_jets:
     shell:
         "{PY} workflow/scripts/merge_jets.py --inputs {input.jets} --stats {input.stats}"
         " --output {output[0]} --summary {output[1]} 2> {log}"
+
+
+rule merge_simulation:
+    """The simulation of the contrastive encoder: every simulated process group, one file."""
+    output:
+        multiext(f"{DATA}/", "simulation.parquet", "simulation_selection.json"),
+    input:
+        jets=sim_chunk_files(),
+        stats=sim_chunk_files("stats"),
+        code=code("merge_jets"),
+    log:
+        f"{DATA}/logs/merge_simulation.log",
+    cache: "omit-software"
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "{PY} workflow/scripts/merge_jets.py --inputs {input.jets} --stats {input.stats}"
+        " --output {output[0]} --summary {output[1]} 2> {log}"

@@ -7,6 +7,7 @@ rule metrics:
         "results/{study}/inj{inj}/seed{seed}/{method}/metrics.json",
     input:
         scores="results/{study}/inj{inj}/seed{seed}/{method}/scores.parquet",
+        summary="results/{study}/inj{inj}/seed{seed}/summary.json",
         code=code("metrics"),
     params:
         p=metrics_params,
@@ -15,7 +16,8 @@ rule metrics:
     conda:
         "../envs/data.yaml"
     shell:
-        "{PY} workflow/scripts/metrics.py --scores {input.scores} --params {params.p:q} --output {output} 2> {log}"
+        "{PY} workflow/scripts/metrics.py --scores {input.scores} --summary {input.summary} --params {params.p:q}"
+        " --output {output} 2> {log}"
 
 
 rule summarize:
@@ -40,6 +42,27 @@ rule summarize:
     shell:
         "{PY} workflow/scripts/summarize.py --metrics {input.metrics} --params {params.p:q} --csv {output.csv}"
         " --json {output.json} --max-sic-plot {output.max_sic} --auc-plot {output.auc} 2> {log}"
+
+
+rule required_injection:
+    """The injected signal needed for 5 sigma after the selection, per signal model (study) and method."""
+    output:
+        csv="results/summary/required_injection.csv",
+        plots=[report(f"results/summary/required_injection_{cut}.png",
+                      caption="../workflow/report/required_injection.rst", category="Summary")
+               for cut in summary_cuts()],
+    input:
+        metrics=all_metrics_files(),
+        code=code("required_injection"),
+    params:
+        p=required_injection_params(),
+    log:
+        "results/summary/logs/required_injection.log",
+    conda:
+        "../envs/data.yaml"
+    shell:
+        "{PY} workflow/scripts/required_injection.py --metrics {input.metrics} --params {params.p:q}"
+        " --csv {output.csv} --plots {output.plots} 2> {log}"
 
 
 rule plot_curves:

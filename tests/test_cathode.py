@@ -97,3 +97,44 @@ def test_kfold_scores_every_event_out_of_fold_and_finds_no_signal_in_pure_backgr
     assert abs(oof_auc(out) - 0.5) < 0.03
     # a BDT that had seen the events would separate them: in-sample scores are not used
     assert len(out["history"]) == 2 * BDT["folds"]
+
+
+def _member(ids, scores, label):
+    import pyarrow as pa
+
+    cols = {"event_id": pa.array(ids), "label": pa.array(label), "mjj": pa.array(np.full(len(ids), 3500.0))}
+    cols.update({f"score_{k}": pa.array(s) for k, s in enumerate(scores)})
+    return pa.table(cols)
+
+
+def test_combine_member_scores_groups_classifiers_into_ensembles():
+    from resonant.cathode import combine_member_scores
+
+    ids = np.arange(5) * 3
+    lab = np.array([0, 0, 1, 1, 0], np.int8)
+    a = _member(ids, [np.full(5, 0.1), np.full(5, 0.2)], lab)
+    b = _member(ids, [np.full(5, 0.3), np.full(5, 0.6)], lab)
+    out = combine_member_scores([a, b], ensemble_size=2, seed=4)
+    cols = out.column_names
+    assert [c for c in cols if c.startswith("score_")] == ["score_0", "score_1", "score_2", "score_3"]
+    assert [c for c in cols if c.startswith("ensemble_")] == ["ensemble_0", "ensemble_1"]
+    np.testing.assert_allclose(out.column("score").to_numpy(), 0.3, rtol=1e-6)
+    # each classifier in exactly one ensemble: the ensembles' mean is the overall mean
+    ens = np.stack([out.column(c).to_numpy() for c in ("ensemble_0", "ensemble_1")])
+    np.testing.assert_allclose(ens.mean(0), 0.3, rtol=1e-6)
+    assert out.equals(combine_member_scores([a, b], ensemble_size=2, seed=4))  # seeded
+    c = _member(ids[::-1].copy(), [np.full(5, 0.5)], lab)
+    with pytest.raises(ValueError, match="same test set"):
+        combine_member_scores([a, c], 2, 0, sources=["a.parquet", "c.parquet"])
+
+
+def test_latent_columns_are_features():
+    import pyarrow as pa
+
+    from resonant.errors import InputError
+    from resonant.features import high_level, latent_names
+
+    t = pa.table({"mjj": [3400.0, 3500.0], "z0": [0.5, -1.0], "z1": [2.0, 0.0]})
+    np.testing.assert_array_equal(high_level(t, latent_names(2)), [[0.5, 2.0], [-1.0, 0.0]])
+    with pytest.raises(InputError, match="z2"):
+        high_level(t, latent_names(3), source="latent.parquet")

@@ -116,3 +116,37 @@ def test_workflow_stops_before_any_job_on_a_bad_config(tmp_path):
     assert proc.returncode != 0
     assert "regions.sr" in proc.stderr and "inside the sideband" in proc.stderr
     assert not (wd / "results").exists()
+
+
+def test_contrastive_needs_simulation_and_sane_configurations(laptop_config):
+    import copy
+
+    cfg = copy.deepcopy(laptop_config)
+    cfg["simulation"]["processes"]["qcd"]["model"] = "qcd_dijit"
+    check(cfg, "simulation.processes.qcd.model", "qcd_dijet")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["contrastive"]["configurations"]["IP"]["exclude"] = ["wprime_xy_500"]
+    check(cfg, "methods.contrastive.configurations.IP.exclude", "neither a simulation process")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["simulation"]["processes"] = {k: v for k, v in cfg["simulation"]["processes"].items()
+                                      if k not in ("ttbar", "vjet")}
+    check(cfg, "methods.contrastive.configurations.bkg", "at least 2")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["contrastive"]["configurations"] = {"none": {"exclude": ["wprime_xy", "wprime_wz",
+                                                                            "zprime_ttbar", "qstar_qg"]}}
+    check(cfg, "methods.contrastive.configurations.none", "no signal process")
+    cfg = copy.deepcopy(laptop_config)
+    del cfg["simulation"]
+    check(cfg, "simulation.processes", "enabled: false")
+    cfg["methods"]["contrastive"]["enabled"] = False
+    validate_config(cfg)
+
+
+def test_contrastive_training_processes(laptop_config):
+    from resonant.config import contrastive_training_processes
+
+    cfg = validate_config(laptop_config)
+    ip = contrastive_training_processes(cfg, "IP")
+    assert "wprime_xy_500_100" not in ip and ip["wprime_xy_300_300"] == "wprime_xy"
+    assert not any(g == "wprime_xy" for g in contrastive_training_processes(cfg, "EP").values())
+    assert set(contrastive_training_processes(cfg, "bkg").values()) == {"qcd_dijet", "sm_ttbar", "sm_vjet"}

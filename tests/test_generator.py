@@ -31,6 +31,8 @@ EXAMPLE_PARAMS = {
     "zprime_ttbar": {"m_res": 3500.0},
     "qstar_qg": {"m_res": 3500.0},
     "scalar_xy": {"m_res": 3500.0, "m_x": 500.0, "m_y": 100.0},
+    "sm_ttbar": {"pthat_min": 1100.0},
+    "sm_vjet": {"pthat_min": 1100.0},
 }
 REQUIRED_MODELS = {"qcd_dijet", "wprime_xy", "wprime_wz", "zprime_ttbar", "qstar_qg"}
 
@@ -67,7 +69,7 @@ def test_registry_has_the_zoo():
     assert set(EXAMPLE_PARAMS) >= set(processes.model_names())
     for name, model in processes.MODELS.items():
         assert model.doc, f"model {name} needs a docstring"
-        assert model.signal == (name != "qcd_dijet")
+        assert model.signal == (name not in ("qcd_dijet", "sm_ttbar", "sm_vjet"))
 
 
 @pytest.mark.parametrize("model", sorted(EXAMPLE_PARAMS))
@@ -79,6 +81,14 @@ def test_every_model_gives_settings(model):
     assert all(isinstance(s, str) and "=" in s for s in settings)
     # the call form of the registry gives the model part only
     assert processes.MODELS[model](EXAMPLE_PARAMS[model]) == settings[len(processes.COMMON_SETTINGS):-2]
+
+
+def test_sm_backgrounds_decay_hadronically():
+    tt = processes.MODELS["sm_ttbar"]({"pthat_min": 900})
+    assert "Top:gg2ttbar = on" in tt and "PhaseSpace:pTHatMin = 900" in tt and "24:onMode = off" in tt
+    v = processes.MODELS["sm_vjet"]({})
+    assert "WeakBosonAndParton:qg2Wq = on" in v and "23:onIfAny = 1 2 3 4 5" in v
+    assert not any(x.startswith(("11", "13", "15")) for x in v)
 
 
 def test_qcd_default_and_settings():

@@ -58,3 +58,35 @@ def test_significance_helpers_invert():
     n_b, eps_s, eps_b = 10000, 0.4, 0.01
     n_s = injection_for_significance(n_b, eps_s, eps_b, z=5.0)
     assert significance_after_cut(n_s, n_b, eps_s, eps_b) == pytest.approx(5.0)
+
+
+def test_working_points_and_significance_after_cut():
+    from resonant.metrics import at_background_efficiency
+
+    rng = np.random.default_rng(3)
+    n = 100000
+    y = np.r_[np.ones(n), np.zeros(n)]
+    s = np.r_[rng.normal(2.0, 1, n), rng.normal(0.0, 1, n)]
+    from scipy.stats import norm
+
+    for wp in (0.1, 0.01):
+        eff_s, sic = at_background_efficiency(y, s, wp)
+        expected = norm.sf(norm.isf(wp) - 2.0)  # the cut at the background quantile
+        assert eff_s == pytest.approx(expected, abs=0.01)
+        assert sic == pytest.approx(expected / np.sqrt(wp), rel=0.05)
+    # fewer than 10 background events would pass: undefined
+    assert np.isnan(at_background_efficiency(y[:n + 500], s[:n + 500], 0.01)[0])
+    m = evaluate(y, s, working_points=(0.1,), n_sr=(300, 10000))
+    assert m["eff_s@0.1"] == pytest.approx(norm.sf(norm.isf(0.1) - 2.0), abs=0.01)
+    assert m["z@0.1"] == pytest.approx(300 * m["eff_s@0.1"] / np.sqrt(10000 * 0.1), rel=1e-6)
+    assert m["z@max_sic"] > 0
+
+
+def test_required_injection_interpolates_the_first_crossing():
+    from resonant.metrics import required_injection
+
+    assert required_injection([200, 500, 1000], [2.0, 6.0, 12.0]) == pytest.approx(200 + 3 / 4 * 300)
+    assert required_injection([500, 200], [6.0, 2.0]) == pytest.approx(425.0)  # order does not matter
+    assert required_injection([0, 100], [0.0, 10.0]) == pytest.approx(50.0)  # z = 0 without signal
+    assert np.isnan(required_injection([200, 500], [1.0, 4.9]))  # not reached in the scan
+    assert required_injection([200, 500], [np.nan, 7.0]) == pytest.approx(200 + 5 / 7 * 300)

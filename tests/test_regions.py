@@ -128,3 +128,17 @@ def test_missing_process_and_empty_sr(jets):
     low = jets.filter(pc.or_(pc.less(jets.column("mjj"), 3300.0), pc.equal(jets.column("label"), 1)))
     with pytest.raises(InputError, match="signal region .* holds no background"):
         build_study_sets(low, spec(), source="jets.parquet")
+
+
+def test_hash_split_is_stable_and_has_the_fractions():
+    from resonant.regions import hash_split
+
+    ids = np.arange(200000, dtype=np.int64) * 7919 + 12345
+    parts = hash_split(ids, {"train": 0.6, "val": 0.2, "test": 0.2})
+    for name, frac in (("train", 0.6), ("val", 0.2), ("test", 0.2)):
+        assert np.mean(parts == name) == pytest.approx(frac, abs=0.005)
+    # an event keeps its part whatever else is in the table
+    sub = hash_split(ids[::3], {"train": 0.6, "val": 0.2, "test": 0.2})
+    assert (sub == parts[::3]).all()
+    # fractions below 1 leave the rest unused
+    assert np.mean(hash_split(ids, {"a": 0.3}) == "") == pytest.approx(0.7, abs=0.005)

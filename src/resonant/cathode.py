@@ -64,3 +64,36 @@ def fidelity_auc(X_true: np.ndarray, X_generated: np.ndarray, settings: dict, se
     out = kfold_classify(X_true, X_generated, {}, settings, seed, n_jobs=n_jobs)
     d, b = out["data_oof"].mean(0), out["bkg_oof"].mean(0)
     return evaluate(np.r_[np.ones(len(d)), np.zeros(len(b))], np.r_[d, b])["auc"]
+
+
+def combine_member_scores(tables: list, ensemble_size: int, seed: int, sources=None):
+    """One scores table from several members' (each encoder x flow run's k-fold classifiers).
+
+    Every classifier column (``score_k`` of each member) becomes ``score_<m>``;
+    they are grouped at random (seeded) into ensembles of ``ensemble_size``
+    whose means are ``ensemble_<j>`` (the spread over ensembles measures the
+    training uncertainty); ``score`` is the mean over all classifiers.
+    """
+    import pyarrow as pa
+
+    sources = sources or [f"member {i}" for i in range(len(tables))]
+    ref = tables[0]
+    ids = ref.column("event_id").to_numpy()
+    columns = []
+    for t, src in zip(tables, sources):
+        if not np.array_equal(t.column("event_id").to_numpy(), ids):
+            raise ValueError(f"{src}: its test events differ from {sources[0]}'s; all members must score "
+                             "the same test set")
+        columns += [t.column(c).to_numpy() for c in t.column_names if c.startswith("score_")]
+    if not columns:
+        raise ValueError(f"{sources[0]}: no score_<k> columns")
+    scores = np.stack(columns)
+    order = np.random.default_rng([seed, 23]).permutation(len(scores))
+    groups = [order[i:i + ensemble_size] for i in range(0, len(order), ensemble_size)]
+    cols = {"event_id": ref.column("event_id"), "label": ref.column("label"), "mjj": ref.column("mjj")}
+    for m, s in enumerate(scores):
+        cols[f"score_{m}"] = pa.array(s.astype(np.float32))
+    for j, g in enumerate(groups):
+        cols[f"ensemble_{j}"] = pa.array(scores[g].mean(0).astype(np.float32))
+    cols["score"] = pa.array(scores.mean(0).astype(np.float32))
+    return pa.table(cols)

@@ -120,24 +120,85 @@ def study_processes(config: dict) -> dict:
     return config.get("processes", {})
 
 
+def _check_process_table(table: dict, key: str) -> None:
+    from .data.processes import MODELS  # registry only; Pythia is not imported here
+
+    for pid, proc in table.items():
+        if proc["model"] not in MODELS:
+            near = difflib.get_close_matches(proc["model"], list(MODELS), n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"known models: {', '.join(sorted(MODELS))}"
+            raise ConfigError(f"{key}.{pid}.model", f"unknown model '{proc['model']}'", hint)
+        try:
+            MODELS[proc["model"]].resolve(proc.get("params", {}))
+        except ConfigError as e:
+            raise ConfigError(f"{key}.{pid}.params", e.problem, e.fix) from None
+
+
+def process_group(proc: dict) -> str:
+    """The process group of a process-table entry: its ``group``, else its model."""
+    return proc.get("group") or proc["model"]
+
+
+def contrastive_training_processes(config: dict, configuration: str) -> dict[str, str]:
+    """Simulation processes an encoder configuration trains on: {process id: group}."""
+    cfg = config["methods"]["contrastive"]["configurations"][configuration]
+    excluded = set(cfg.get("exclude", []))
+    out = {}
+    for pid, proc in config["simulation"]["processes"].items():
+        group = process_group(proc)
+        if pid in excluded or group in excluded or (cfg.get("background_only") and proc["label"] == 1):
+            continue
+        out[pid] = group
+    return out
+
+
+def _check_contrastive(config: dict) -> None:
+    c = config["methods"].get("contrastive", {})
+    if not c.get("enabled", False):
+        return
+    key = "methods.contrastive"
+    ds = config["dataset"]
+    if ds["source"] == "lhco" and not ds["lhco"]["particles"]:
+        raise ConfigError(key, "the contrastive encoder needs jet constituents, but the data are the LHCO "
+                          "features file only", "give dataset.lhco.particles or set methods.contrastive.enabled: "
+                          "false")
+    sim = config["simulation"]
+    if not sim["processes"]:
+        raise ConfigError("simulation.processes", "the contrastive encoder trains on simulation, but none is "
+                          "configured", "add simulation.processes (see config.yaml) or set "
+                          "methods.contrastive.enabled: false")
+    _check_process_table(sim["processes"], "simulation.processes")
+    sp = sim["split"]
+    if min(sp.values()) <= 0 or sum(sp.values()) > 1.0 + 1e-9:
+        raise ConfigError("simulation.split", f"train/val/test shares {sp} must be positive and add up to <= 1",
+                          "give e.g. {train: 0.6, val: 0.2, test: 0.2}")
+    names = set(sim["processes"]) | {process_group(p) for p in sim["processes"].values()}
+    for cname, cfg in c["configurations"].items():
+        ck = f"{key}.configurations.{cname}"
+        for x in cfg.get("exclude", []):
+            if x not in names:
+                raise ConfigError(f"{ck}.exclude", f"'{x}' is neither a simulation process nor a process group",
+                                  f"use some of {', '.join(sorted(names))}")
+        procs = contrastive_training_processes(config, cname)
+        groups = set(procs.values())
+        if len(groups) < 2:
+            raise ConfigError(ck, f"the encoder would train on {len(groups)} process group(s) "
+                              f"({', '.join(sorted(groups)) or 'none'}): a contrastive loss needs at least 2",
+                              "exclude less, or add simulation processes of other groups (e.g. sm_ttbar, sm_vjet "
+                              "for a background-only encoder)")
+        if not cfg.get("background_only") and not any(sim["processes"][p]["label"] == 1 for p in procs):
+            raise ConfigError(ck, "no signal process is left in the training", "exclude less, or set "
+                              "background_only: true if that is the intent")
+
+
 def check_semantics(config: dict) -> None:
     ds = config["dataset"]
     if ds["source"] == "generator":
         if not config.get("processes"):
             raise ConfigError("processes", "the generator needs a process table", "add processes (see config.yaml)")
-        from .data.processes import MODELS  # registry only; Pythia is not imported here
-
         from .data.detector import detector_config
 
-        for pid, proc in config["processes"].items():
-            if proc["model"] not in MODELS:
-                near = difflib.get_close_matches(proc["model"], list(MODELS), n=1)
-                hint = f"did you mean '{near[0]}'?" if near else f"known models: {', '.join(sorted(MODELS))}"
-                raise ConfigError(f"processes.{pid}.model", f"unknown model '{proc['model']}'", hint)
-            try:
-                MODELS[proc["model"]].resolve(proc.get("params", {}))
-            except ConfigError as e:
-                raise ConfigError(f"processes.{pid}.params", e.problem, e.fix) from None
+        _check_process_table(config["processes"], "processes")
         try:
             detector_config(ds["detector"])
         except ConfigError as e:
@@ -198,3 +259,4 @@ def check_semantics(config: dict) -> None:
         if fr["data"] + fr["idealised"] + fr["test"] > 1.0 + 1e-9:
             raise ConfigError(f"{key}.sr_background", f"shares add up to more than 1 ({fr})",
                               "make data + idealised + test <= 1")
+    _check_contrastive(config)

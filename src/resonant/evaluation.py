@@ -6,9 +6,15 @@ import numpy as np
 import pandas as pd
 
 from . import io, plots
-from .metrics import band, interpolated_curves
+from .metrics import band, interpolated_curves, required_injection
 
 SUMMARY_METRICS = ("auc", "max_sic", "sic_0.2", "sic_0.5", "rejection_0.5")
+# Per-working-point metrics (keys "sic@0.1", "z@0.1", ...) are summarised too when present.
+WP_PREFIXES = ("sic@", "eff_s@", "z@")
+
+
+def _metric_columns(df: pd.DataFrame) -> list[str]:
+    return list(SUMMARY_METRICS) + [c for c in df.columns if c.startswith(WP_PREFIXES)]
 
 
 def summary_table(metric_files) -> pd.DataFrame:
@@ -18,11 +24,34 @@ def summary_table(metric_files) -> pd.DataFrame:
     out = []
     for (method, inj), g in df.groupby(["method", "injection"], sort=False):
         row = {"method": method, "injection": int(inj), "n_seeds": len(g)}
-        for m in SUMMARY_METRICS:
-            med, lo, hi = band(g[m].to_numpy())
+        for m in _metric_columns(df):
+            with np.errstate(all="ignore"):
+                med, lo, hi = band(g[m].to_numpy(np.float64))
             row.update({f"{m}_median": med, f"{m}_lo": lo, f"{m}_hi": hi})
         out.append(row)
     return pd.DataFrame(out).sort_values(["method", "injection"], kind="stable").reset_index(drop=True)
+
+
+def required_injection_table(metric_files, target: float = 5.0) -> pd.DataFrame:
+    """Per method and cut (each working point, and the max-SIC cut): the injection reaching ``target`` sigma.
+
+    Computed per seed from the significance after the cut at every scanned
+    injection (``resonant.metrics.required_injection``), then the median and
+    68% band over seeds; NaN where the scan does not reach it.
+    """
+    df = pd.DataFrame([io.read_json(p) for p in metric_files])
+    cuts = [c for c in df.columns if c.startswith("z@")]
+    out = []
+    for method, g in df.groupby("method", sort=False):
+        for cut in cuts:
+            per_seed = [required_injection(s["injection"].to_numpy(), s[cut].to_numpy(np.float64), target)
+                        for _, s in g.groupby("seed")]
+            with np.errstate(all="ignore"):
+                med, lo, hi = band(per_seed)
+            out.append({"study": g["study"].iloc[0], "method": method, "cut": cut[2:], "target_sigma": target,
+                        "median": med, "lo": lo, "hi": hi, "n_seeds": len(per_seed),
+                        "reached": int(np.isfinite(per_seed).sum()), "max_injection": int(g["injection"].max())})
+    return pd.DataFrame(out)
 
 
 def write_summary(metric_files, csv_path, json_path) -> pd.DataFrame:
@@ -180,3 +209,50 @@ def fidelity_table(files) -> pd.DataFrame:
         med, lo, hi = band(g["auc"].to_numpy())
         rows.append({"method": "cathode", "injection": int(inj), "auc_median": med, "auc_lo": lo, "auc_hi": hi})
     return pd.DataFrame(rows)
+
+
+def mjj_leakage_r2(z: np.ndarray, mjj: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated R^2 of a regressor predicting m_jj from a latent: about 0 when the latent knows no m_jj.
+
+    A gradient-boosted regressor (scikit-learn), out-of-fold predictions; the
+    constant prediction (the mean) scores 0, a perfect one 1.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    reg = HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, early_stopping=True, random_state=seed)
+    pred = cross_val_predict(reg, z, mjj, cv=KFold(folds, shuffle=True, random_state=seed))
+    return float(r2_score(mjj, pred))
+
+
+def group_separation_auc(z: np.ndarray, is_group: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated AUC of a classifier telling one process group from another in a latent space."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.05, early_stopping=True, random_state=seed)
+    p = cross_val_predict(clf, z, is_group, cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                          method="predict_proba")[:, 1]
+    return float(roc_auc_score(is_group, p))
+
+
+def latent_checks(table, background_group: str, seed: int = 0) -> dict:
+    """Checks of an encoder on simulated test events: m_jj leakage on background, separation of each group.
+
+    ``table``: a latent table (columns group, trained, mjj, z0, z1, ...).
+    """
+    names = [c for c in table.column_names if c[0] == "z" and c[1:].isdigit()]
+    z = np.stack([table.column(n).to_numpy() for n in names], axis=1)
+    group = np.asarray(table.column("group").to_pylist(), dtype=object)
+    trained = dict(zip(group, table.column("trained").to_pylist()))
+    mjj = table.column("mjj").to_numpy()
+    bkg = group == background_group
+    out = {"background_group": background_group, "n_background": int(bkg.sum()),
+           "mjj_r2_background": mjj_leakage_r2(z[bkg], mjj[bkg], seed=seed), "groups": {}}
+    for g in sorted(set(group) - {background_group}):
+        sel = bkg | (group == g)
+        out["groups"][g] = {"n": int((group == g).sum()), "in_training": bool(trained[g]),
+                            "auc_vs_background": group_separation_auc(z[sel], group[sel] == g, seed=seed)}
+    return out

@@ -2,10 +2,13 @@
 
 mj1 is the lighter jet's mass, mj2 the heavier's, dmj = mj2 - mj1; tau21 and
 tau32 of the lighter (``_j1``) and heavier (``_j2``) jet, with the 1e-5
-regulator of classic CATHODE.
+regulator of classic CATHODE. Latent coordinates ``z0``, ``z1``, ... (the
+tables of the latent branches) are read as they are.
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +17,11 @@ from .errors import InputError
 
 EPS = 1e-5
 FEATURES = ("mj1", "mj2", "dmj", "tau21_j1", "tau21_j2", "tau32_j1", "tau32_j2", "mjj")
+LATENT = re.compile(r"z\d+")
+
+
+def latent_names(dim: int) -> list[str]:
+    return [f"z{i}" for i in range(dim)]
 
 
 def _col(table: pa.Table, name: str) -> np.ndarray:
@@ -34,9 +42,18 @@ def by_mass(table: pa.Table) -> dict[str, np.ndarray]:
 
 def high_level(table: pa.Table, names, source="table") -> np.ndarray:
     """An (N, len(names)) float32 array of the named features."""
-    unknown = [n for n in names if n not in FEATURES]
+    unknown = [n for n in names if n not in FEATURES and not LATENT.fullmatch(n)]
     if unknown:
         raise InputError(source, f"unknown feature(s) {unknown}", f"use some of {', '.join(FEATURES)}")
+    latent = [n for n in names if LATENT.fullmatch(n)]
+    if latent:
+        missing = [n for n in latent if n not in table.column_names]
+        if missing:
+            raise InputError(source, f"latent column(s) {missing} missing", "encode the table with the encoder "
+                             "the method was configured with", field=missing[0])
+        if len(latent) < len(names):
+            raise InputError(source, f"latent and jet features mixed: {list(names)}", "use one kind")
+        return np.stack([_col(table, n) for n in names], axis=1).astype(np.float32)
     j = by_mass(table)
     calc = {
         "mj1": lambda: j["light_m"],

@@ -41,8 +41,32 @@ def _at_tpr(tpr, values, eff):
     return float(np.interp(eff, tpr, values))
 
 
-def evaluate(labels, scores, min_bkg: int = MIN_BKG) -> dict:
-    """AUC, max SIC, SIC at the working points and background rejection at 0.5."""
+def at_background_efficiency(labels, scores, bkg_eff: float, min_bkg: int = MIN_BKG) -> tuple[float, float]:
+    """(signal efficiency, SIC) of the cut keeping the fraction ``bkg_eff`` of the background.
+
+    NaN when fewer than ``min_bkg`` background events would pass.
+    """
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    bkg = np.sort(scores[labels == 0])[::-1]
+    n_pass = int(round(bkg_eff * len(bkg)))
+    if n_pass < max(min_bkg, 1):
+        return float("nan"), float("nan")
+    cut = bkg[n_pass - 1]
+    eff_s = float(np.mean(scores[labels == 1] >= cut))
+    eff_b = float(np.mean(bkg >= cut))
+    return eff_s, eff_s / np.sqrt(eff_b)
+
+
+def evaluate(labels, scores, min_bkg: int = MIN_BKG, working_points=(), n_sr: tuple[int, int] | None = None) -> dict:
+    """AUC, max SIC, SIC at the signal-efficiency working points, background rejection at 0.5.
+
+    ``working_points``: background efficiencies (~ fractions of SR events kept)
+    at which the signal efficiency and SIC are reported (``eff_s@wp``,
+    ``sic@wp``); with ``n_sr`` = (signal, background) events in the SR data,
+    also the significance after the cut S eps_S / sqrt(B eps_B) (``z@wp``,
+    and ``z@max_sic`` at the cut of the maximum SIC).
+    """
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
     n_sig, n_bkg = int((labels == 1).sum()), int((labels == 0).sum())
@@ -59,6 +83,15 @@ def evaluate(labels, scores, min_bkg: int = MIN_BKG) -> dict:
     for eff in WORKING_POINTS:
         out[f"sic_{eff}"] = _at_tpr(t, sic, eff)
     out["rejection_0.5"] = _at_tpr(t, 1.0 / fpr, 0.5)
+    for wp in working_points:
+        eff_s, out[f"sic@{wp:g}"] = at_background_efficiency(labels, scores, wp, min_bkg)
+        out[f"eff_s@{wp:g}"] = eff_s
+        if n_sr is not None:
+            out[f"z@{wp:g}"] = float(significance_after_cut(n_sr[0], n_sr[1], eff_s, wp))
+    if n_sr is not None:
+        i = int(np.argmax(sic)) if len(sic) else None
+        out["z@max_sic"] = (float(significance_after_cut(n_sr[0], n_sr[1], t[i], fpr[i])) if i is not None
+                            else float("nan"))
     return out
 
 
@@ -92,3 +125,21 @@ def significance_after_cut(n_sig, n_bkg, eff_sig, eff_bkg):
 def injection_for_significance(n_bkg, eff_sig, eff_bkg, z=5.0):
     """The SR signal needed to reach ``z`` sigma after a cut of efficiencies (eff_sig, eff_bkg)."""
     return z * np.sqrt(n_bkg * eff_bkg) / np.maximum(eff_sig, 1e-12)
+
+
+def required_injection(injections, z, target: float = 5.0) -> float:
+    """The injected signal at which the significance ``z`` (measured at each injection) first reaches ``target``.
+
+    Linear interpolation between the scanned injections; no signal means no
+    significance (z = 0 at 0). NaN if the target is not reached in the scan.
+    """
+    order = np.argsort(injections)
+    x = np.r_[0.0, np.asarray(injections, np.float64)[order]]
+    y = np.r_[0.0, np.asarray(z, np.float64)[order]]
+    y = np.where(np.isfinite(y), y, 0.0)
+    for i in range(1, len(x)):
+        if y[i] >= target:
+            if y[i] == y[i - 1]:
+                return float(x[i])
+            return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+    return float("nan")

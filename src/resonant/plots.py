@@ -19,11 +19,14 @@ METHOD_LABELS = {
     "supervised": "Supervised",
     "idealised": "Idealised AD",
     "cathode": "CATHODE (classic)",
+    "vae": "VAE (KL score)",
     "random": "Random",
 }
 
 
 def label_of(method: str) -> str:
+    if method.startswith("contrastive-"):
+        return f"Contrastive latent ({method.split('-', 1)[1]})"
     return METHOD_LABELS.get(method, method)
 
 
@@ -125,4 +128,57 @@ def efficiency(x_centres, eff, err, xlabel: str, ylabel: str, path, title=None, 
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.1)
     _tag(ax, title)
+    save(fig, path)
+
+
+def required_injection(table, path, cut: str, target: float = 5.0, title=None):
+    """Injected signal needed for ``target`` sigma after the cut, per signal model (x) and method (marker).
+
+    ``table``: columns study, signal, method, cut, median, lo, hi, max_injection.
+    Methods that do not reach it within the scan get an upward arrow at the largest injection.
+    """
+    t = table[table["cut"] == cut]
+    studies = list(dict.fromkeys(t["study"]))
+    methods = list(dict.fromkeys(t["method"]))
+    fig, ax = plt.subplots(figsize=(max(8, 2.2 * len(studies) + 4), 6.5))
+    width = 0.8 / max(len(methods), 1)
+    for k, method in enumerate(methods):
+        g = t[t["method"] == method].set_index("study")
+        xs = np.array([studies.index(s) for s in g.index]) - 0.4 + (k + 0.5) * width
+        med, lo, hi = g["median"].to_numpy(), g["lo"].to_numpy(), g["hi"].to_numpy()
+        ok = np.isfinite(med)
+        pts = ax.errorbar(xs[ok], med[ok], yerr=[med[ok] - lo[ok], hi[ok] - med[ok]], fmt="o", capsize=3,
+                          label=label_of(method))
+        color = pts[0].get_color()
+        for x, top in zip(xs[~ok], g["max_injection"].to_numpy()[~ok]):
+            ax.annotate("", xy=(x, top * 1.6), xytext=(x, top), arrowprops={"arrowstyle": "->", "color": color})
+    ax.set_xticks(range(len(studies)))
+    ax.set_xticklabels([f"{s}\n({t[t['study'] == s]['signal'].iloc[0]})" for s in studies], fontsize=12)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"Injected signal for {target:g}$\\sigma$ (cut: {cut})")
+    ax.legend(fontsize=12)
+    _tag(ax, title)
+    save(fig, path)
+
+
+def latent_projections(z: np.ndarray, group: np.ndarray, held_out: set, path, title=None, max_points=2000, seed=0):
+    """Pairs of latent coordinates (z0-z1, z2-z3, ...) with the events of each process group.
+
+    Groups held out of the encoder training are drawn with crosses.
+    """
+    n_pairs = max(1, z.shape[1] // 2)
+    fig, axes = plt.subplots(1, n_pairs, figsize=(6.5 * n_pairs, 6.5), squeeze=False)
+    rng = np.random.default_rng(seed)
+    for g in sorted(set(group)):
+        idx = np.flatnonzero(group == g)
+        idx = rng.choice(idx, min(len(idx), max_points), replace=False)
+        for k, ax in enumerate(axes[0]):
+            j = min(2 * k + 1, z.shape[1] - 1)
+            ax.scatter(z[idx, 2 * k], z[idx, j], s=4, alpha=0.4, marker="x" if g in held_out else "o",
+                       label=f"{g} (held out)" if g in held_out else g)
+    for k, ax in enumerate(axes[0]):
+        ax.set_xlabel(f"$z_{{{2 * k}}}$")
+        ax.set_ylabel(f"$z_{{{min(2 * k + 1, z.shape[1] - 1)}}}$")
+    axes[0][0].legend(fontsize=10, markerscale=3)
+    _tag(axes[0][0], title)
     save(fig, path)

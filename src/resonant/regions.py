@@ -222,3 +222,25 @@ def check_disjoint(sets: dict[str, pa.Table]) -> None:
         eid = uniq[counts > 1][0]
         where = sorted({STUDY_SETS[k] for k in owner[ids == eid]})
         raise AssertionError(f"event {eid} is in several sets: {', '.join(where)}")
+
+
+def hash_split(event_id: np.ndarray, fractions: dict[str, float], salt: int = 0) -> np.ndarray:
+    """Assign each event to one of ``fractions`` (e.g. train/val/test) by a hash of its event_id.
+
+    Stable: an event keeps its part whatever else is in the table (adding a
+    process or events changes no other assignment). Events beyond the sum of
+    the fractions get "" (unused).
+    """
+    ids = np.asarray(event_id, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = (ids + np.uint64(salt)) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(29)
+    u = (h >> np.uint64(11)).astype(np.float64) / float(2**53)
+    out = np.full(len(ids), "", dtype=object)
+    lo = 0.0
+    for name, frac in fractions.items():
+        out[(u >= lo) & (u < lo + frac)] = name
+        lo += frac
+    return out

@@ -1,4 +1,4 @@
-"""CATHODE sculpting checks of a study: generated-vs-true AUC versus injection, m_jj before and after cuts."""
+"""Sculpting checks of a CATHODE-type method (classic or latent): generated-vs-true AUC versus injection, m_jj before and after cuts."""
 
 from resonant import cli, io, plots
 from resonant.evaluation import fidelity_table, plot_sculpting
@@ -15,11 +15,12 @@ def main(argv=None):
     cli.setup_logging(args.verbose)
     prm = args.params
     df = fidelity_table(args.fidelity)
+    df["method"] = prm.get("method", "CATHODE")
     plots.versus_injection(df, "auc", "AUC generated vs true SR background", args.fidelity_plot,
                            title=prm.get("title"))
     t = io.read_table(args.mjj_scores, required=["mjj", "score"])
     res = plot_sculpting(t.column("mjj").to_numpy(), t.column("score").to_numpy(), prm["sr"], prm["sb"],
-                         args.sculpting_plot, title=f"injection {prm['injection']}")
+                         args.sculpting_plot, title=f"{prm.get('method', 'CATHODE')}, injection {prm['injection']}")
     io.write_json({"fidelity": df.to_dict(orient="records"),
                    "sculpting": {str(e): {k: v for k, v in c.items() if k != "hist"} for e, c in res["cuts"].items()}},
                   args.summary)

@@ -35,7 +35,7 @@ def main(argv=None):
         raise ValueError(f"{args.background}: features {attrs.get('feature_names')} != {feats}")
     out = kfold_classify(high_level(sr, feats, args.sr), arrays["features"],
                          {"test": high_level(test, feats, args.test), "sb": high_level(sb, feats, args.sb)},
-                         prm["classifier"], seed=int(prm["seed"]), n_jobs=args.threads)
+                         prm["classifier"], seed=int(prm.get("model_seed", prm["seed"])), n_jobs=args.threads)
     io.write_table(score_table(test, list(out["scores"]["test"])), args.scores, metadata=prm)
     mjj = pa.table({
         "event_id": pa.concat_arrays([sr.column("event_id").combine_chunks(), sb.column("event_id").combine_chunks()]),

@@ -17,7 +17,7 @@ def main(argv=None):
     prm = args.params
     true = high_level(io.read_table(args.true), prm["features"], args.true)
     gen = io.read_h5(args.background, ["features"])[0]["features"]
-    auc = fidelity_auc(true, gen, prm["classifier"], seed=int(prm["seed"]), n_jobs=args.threads)
+    auc = fidelity_auc(true, gen, prm["classifier"], seed=int(prm.get("model_seed", prm["seed"])), n_jobs=args.threads)
     io.write_json({"study": prm["study"], "injection": prm["injection"], "seed": prm["seed"], "auc": auc,
                    "n_true": len(true), "n_generated": len(gen)}, args.output)
 

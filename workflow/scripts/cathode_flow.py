@@ -20,7 +20,7 @@ def main(argv=None):
     sb = io.read_table(args.sb, required=["mjj", "split"])
     tr, va = select_split(sb, "train"), select_split(sb, "val")
     X, Xv = (high_level(t, prm["features"], source=args.sb) for t in (tr, va))
-    flow = ConditionalFlow.from_settings(X.shape[1], prm["flow"], seed=int(prm["seed"]))
+    flow = ConditionalFlow.from_settings(X.shape[1], prm["flow"], seed=int(prm.get("model_seed", prm["seed"])))
     flow.fit(X, tr.column("mjj").to_numpy(), Xv, va.column("mjj").to_numpy(), name="cathode flow")
     flow.save(Path(args.output))
 

@@ -17,7 +17,7 @@ def main(argv=None):
     prm = args.params
     flow = ConditionalFlow.load(args.flow)
     mjj = io.read_table(args.mjj, required=["mjj"]).column("mjj").to_numpy()
-    X = flow.sample(mjj, seed=int(prm["seed"]))
+    X = flow.sample(mjj, seed=int(prm.get("model_seed", prm["seed"])))
     io.write_h5(args.output, {"features": X, "mjj": mjj.astype(np.float32)},
                 attrs={"model": "ConditionalFlow", "feature_names": prm["features"], "config": flow.config})
 

@@ -7,11 +7,22 @@ from resonant.metrics import evaluate
 def main(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--scores", required=True)
+    p.add_argument("--summary", help="summary.json of the study set: the SR signal and background counts give "
+                   "the significance after each cut")
     p.add_argument("--output", required=True, help="metrics JSON")
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
     t = io.read_table(args.scores, required=["label", "score"])
-    out = evaluate(t.column("label").to_numpy(), t.column("score").to_numpy())
+    n_sr = None
+    if args.summary:
+        sr = io.read_json(args.summary)["sr"]
+        n_sr = (sr["signal"], sr["background"])
+    out = evaluate(t.column("label").to_numpy(), t.column("score").to_numpy(),
+                   working_points=args.params.get("working_points", ()), n_sr=n_sr)
+    ensembles = [c for c in t.column_names if c.startswith("ensemble_")]
+    if ensembles:  # the spread of independently trained ensembles: the training uncertainty
+        labels = t.column("label").to_numpy()
+        out["max_sic_ensembles"] = [evaluate(labels, t.column(c).to_numpy())["max_sic"] for c in ensembles]
     io.write_json({**args.params, **out}, args.output)
 
 

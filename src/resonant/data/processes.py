@@ -388,3 +388,39 @@ def scalar_xy(p: dict) -> list[str]:
         out += [f"{pid}:addChannel = 1 {_num(1.0 / len(LIGHT_QUARKS))} 100 {q} -{q}" for q in LIGHT_QUARKS]
     out.append("PartonLevel:MPI = on")
     return out
+
+
+# ----------------------------------------------------------------------------
+# Further Standard Model backgrounds: small next to QCD in the dijet final state,
+# but distinct process groups for the contrastive encoder's background-only
+# configuration (hadronic tops and bosons give two- and three-prong jets).
+
+_PTHAT = Param("pthat_min", "minimum pTHat of the 2 -> 2 process in GeV", default=850.0, maximum=E_CM / 2)
+
+
+@register("sm_ttbar", _PTHAT, signal=False)
+def sm_ttbar(p: dict) -> list[str]:
+    """SM top pairs (gg, q qbar -> t tbar), fully hadronic, pTHat > pthat_min: boosted three-prong jets."""
+    return [
+        "Top:gg2ttbar = on",
+        "Top:qqbar2ttbar = on",
+        f"PhaseSpace:pTHatMin = {_num(p['pthat_min'])}",
+        *_w_to(24, (1, 2, 3, 4, 5)),
+        "PartonLevel:MPI = on",
+    ]
+
+
+@register("sm_vjet", _PTHAT, signal=False)
+def sm_vjet(p: dict) -> list[str]:
+    """SM W or Z plus a jet (q g, q qbar), the boson decaying to quarks, pTHat > pthat_min: a two-prong jet."""
+    return [
+        "WeakBosonAndParton:qqbar2Wg = on",
+        "WeakBosonAndParton:qg2Wq = on",
+        "WeakBosonAndParton:qqbar2gmZg = on",
+        "WeakBosonAndParton:qg2gmZq = on",
+        "WeakZ0:gmZmode = 2",  # the Z alone, no photon
+        f"PhaseSpace:pTHatMin = {_num(p['pthat_min'])}",
+        *_w_to(24, (1, 2, 3, 4, 5)),
+        *_any_of(23, (1, 2, 3, 4, 5)),
+        "PartonLevel:MPI = on",
+    ]
