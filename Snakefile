@@ -21,6 +21,7 @@ include: "rules/data.smk"
 include: "rules/regions.smk"
 include: "rules/cathode.smk"
 include: "rules/contrastive.smk"
+include: "rules/vae.smk"
 include: "rules/evaluate.smk"
 
 

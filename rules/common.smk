@@ -307,13 +307,8 @@ def launcher(wildcards, resources):
     return getattr(resources, "mpi", "") or ""
 
 
-def encoder_file(wildcards):
-    return f"{DATA}/contrastive/{wildcards.config}/encoder{wildcards.enc}.pt"
-
-
 def encode_params(wildcards):
-    return json.dumps({"n_constituents": CONTRASTIVE["n_constituents"], "configuration": wildcards.config,
-                       "encoder": int(wildcards.enc)}, sort_keys=True)
+    return json.dumps({"configuration": wildcards.config, "encoder": int(wildcards.enc)}, sort_keys=True)
 
 
 def contrastive_member_scores(wildcards):
@@ -439,6 +434,8 @@ def report_targets():
         out.append("results/summary/required_injection.csv")
     for cfg in contrastive_configs():
         out.append(f"{DATA}/contrastive/{cfg}/latent.png")
+    if "vae" in enabled_methods():
+        out += [f"results/{study}/summary/vae_characterisation.json" for study in config["studies"]]
     return out
 
 

@@ -52,25 +52,44 @@ rule contrastive_latent_checks:
 
 
 rule contrastive_encode:
-    """The study set in the latent space of one encoder (SB, SR, idealised background, test)."""
+    """The whole dataset in the latent space of one encoder (once; the study sets pick their events)."""
+    output:
+        f"{DATA}/contrastive/{{config}}/encoder{{enc}}-latent.parquet",
+    input:
+        jets=f"{DATA}/jets.parquet",
+        encoder=f"{DATA}/contrastive/{{config}}/encoder{{enc}}.pt",
+        code=code("contrastive_encode"),
+    params:
+        p=encode_params,
+    log:
+        f"{DATA}/logs/contrastive/{{config}}-encode{{enc}}.log",
+    threads: 1
+    conda:
+        "../envs/torch.yaml"
+    shell:
+        "{PY} workflow/scripts/contrastive_encode.py --encoder {input.encoder} --input {input.jets}"
+        " --params {params.p:q} --threads {threads} --output {output} 2> {log}"
+
+
+rule contrastive_latent_sets:
+    """A study set in one encoder's latent space (SB, SR, idealised background, test)."""
     output:
         multiext("results/{study}/inj{inj}/seed{seed}/contrastive-{config}/e{enc}/latent/",
                  "sb.parquet", "sr.parquet", "sr_background.parquet", "test.parquet"),
     input:
         sets=multiext("results/{study}/inj{inj}/seed{seed}/", "sb.parquet", "sr.parquet",
                       "sr_background.parquet", "test.parquet"),
-        encoder=encoder_file,
-        code=code("contrastive_encode"),
+        latent=f"{DATA}/contrastive/{{config}}/encoder{{enc}}-latent.parquet",
+        code=code("contrastive_latent_sets"),
     params:
         p=encode_params,
     log:
-        "results/{study}/logs/contrastive-{config}/encode-e{enc}-inj{inj}-seed{seed}.log",
-    threads: 1
+        "results/{study}/logs/contrastive-{config}/latent-sets-e{enc}-inj{inj}-seed{seed}.log",
     conda:
-        "../envs/torch.yaml"
+        "../envs/data.yaml"
     shell:
-        "{PY} workflow/scripts/contrastive_encode.py --encoder {input.encoder} --inputs {input.sets}"
-        " --params {params.p:q} --threads {threads} --outputs {output} 2> {log}"
+        "{PY} workflow/scripts/contrastive_latent_sets.py --latent {input.latent} --inputs {input.sets}"
+        " --params {params.p:q} --outputs {output} 2> {log}"
 
 
 rule contrastive_combine:

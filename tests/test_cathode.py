@@ -138,3 +138,18 @@ def test_latent_columns_are_features():
     np.testing.assert_array_equal(high_level(t, latent_names(2)), [[0.5, 2.0], [-1.0, 0.0]])
     with pytest.raises(InputError, match="z2"):
         high_level(t, latent_names(3), source="latent.parquet")
+
+
+def test_attach_latent_matches_events_by_id():
+    import pyarrow as pa
+
+    from resonant.errors import InputError
+    from resonant.features import attach_latent
+
+    latent = pa.table({"event_id": [5, 1, 9], "z0": [0.5, 0.1, 0.9], "z1": [5.0, 1.0, 9.0]})
+    t = pa.table({"event_id": [9, 5], "mjj": [3500.0, 3400.0], "split": ["train", "val"], "extra": [1, 2]})
+    out = attach_latent(t, latent)
+    assert out.column_names == ["event_id", "mjj", "split", "z0", "z1"]
+    np.testing.assert_allclose(out.column("z0").to_numpy(), [0.9, 0.5])
+    with pytest.raises(InputError, match="1 events have no latent"):
+        attach_latent(pa.table({"event_id": [9, 7], "mjj": [1.0, 2.0]}), latent, source="sr.parquet")

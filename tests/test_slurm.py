@@ -20,6 +20,10 @@ LOCAL_SITE = [
     "--default-resources", "slurm_partition=debug", "runtime=30", "mem_mb=1000", "cpus_per_task=1",
     "--set-resources", "reference:cpus_per_task=1", "reference:mem_mb=1500", "study_sets:mem_mb=1500",
     "cluster:mem_mb=1500", "generate:mem_mb=1000",
+    # the multi-GPU encoder training (4 nodes x 4 GPUs in the profile) on the node's one fake GPU:
+    # still a job whose own command is the launcher (srun), as on a real site
+    "train_contrastive_encoder:nodes=1", "train_contrastive_encoder:gpu=1", "train_contrastive_encoder:cpus_per_gpu=1",
+    "train_contrastive_encoder:mem_mb=2000", "train_contrastive_encoder:runtime=30",
     "--set-threads", "reference=1",
 ]
 

@@ -18,13 +18,19 @@ from workflow_utils import SNAKEMAKE, copy_project, env, planned, snakemake
 pytestmark = pytest.mark.slow
 CONFIG = "tests/configs/tiny.yaml"
 DATA = "results/data/gen-tiny"
-DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 2, "cathode_fidelity": 2, "cathode_checks": 1,
-                     "metrics": 6, "summarize": 1, "plot_curves": 1}
+# Per injection and seed: classic CATHODE and two contrastive configurations (ID, EP), each an engine run.
+ENGINES = {"cathode_flow": 6, "cathode_sample": 6, "cathode_classify": 6, "cathode_fidelity": 6}
+SUMMARIES = {"summarize": 1, "plot_curves": 1, "required_injection": 1}
+DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 6, "cathode_fidelity": 6, "cathode_checks": 3,
+                     "contrastive_combine": 4, "metrics": 10, **SUMMARIES}
 DOWNSTREAM_OF_FLOW = {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "cathode_fidelity": 2,
-                      "cathode_checks": 1, "metrics": 2, "summarize": 1, "plot_curves": 1}
-DOWNSTREAM_OF_STUDY_SETS = {"study_sets": 2, "reference": 4, "cathode_flow": 2, "cathode_sample": 2,
-                            "cathode_classify": 2, "cathode_fidelity": 2, "cathode_checks": 1, "metrics": 6,
-                            "summarize": 1, "plot_curves": 1}
+                      "cathode_checks": 1, "metrics": 2, **SUMMARIES}
+DOWNSTREAM_OF_FLOW_CODE = {**ENGINES, "cathode_checks": 3, "contrastive_combine": 4, "metrics": 6, **SUMMARIES}
+VAE = {"vae_train": 2, "vae_characterise": 1}
+DOWNSTREAM_OF_STUDY_SETS = {"study_sets": 2, "reference": 4, **ENGINES, "cathode_checks": 3,
+                            "contrastive_latent_sets": 4, "contrastive_combine": 4, **VAE, "metrics": 12,
+                            **SUMMARIES}
+DOWNSTREAM_OF_ENCODERS = {"train_contrastive_encoder": 2, "contrastive_encode": 2, "contrastive_latent_checks": 2}
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +50,7 @@ def test_tiny_study_end_to_end(run_a):
         summary = json.loads((d / "summary.json").read_text())
         assert summary["signal_injected"]["total"] == 60
         assert summary["signal_injected"]["sr"] > 10  # most of a 3.5 TeV resonance lands in the SR
-        for method in ("supervised", "idealised", "cathode"):
+        for method in ("supervised", "idealised", "cathode", "contrastive-ID", "contrastive-EP", "vae"):
             m = json.loads((d / method / "metrics.json").read_text())
             assert m["method"] == method and m["injection"] == 60 and m["seed"] == seed
             assert 0 <= m["auc"] <= 1
@@ -53,10 +59,29 @@ def test_tiny_study_end_to_end(run_a):
         scores = pq.read_table(d / "supervised/scores.parquet")
         test = pq.read_table(d / "test.parquet")
         assert scores.column("event_id").equals(test.column("event_id"))
-    checks = json.loads((a / "results/tiny/summary/cathode_checks.json").read_text())
-    assert 0.3 < checks["fidelity"][0]["auc_median"] < 0.9  # tiny samples: only a sanity range
+        # SR signal and background counts give the significance after each cut
+        m = json.loads((d / "cathode/metrics.json").read_text())
+        assert m["z@max_sic"] > 0 and "sic@0.1" in m
+        # the latent tables hold exactly the study set's events
+        lat = pq.read_table(d / "contrastive-ID/e0/latent/test.parquet")
+        assert lat.column("event_id").equals(test.column("event_id")) and "z5" in lat.column_names
+    for method in ("cathode", "contrastive-ID", "contrastive-EP"):
+        checks = json.loads((a / f"results/tiny/summary/{method}_checks.json").read_text())
+        assert 0.3 < checks["fidelity"][0]["auc_median"] < 0.9  # tiny samples: only a sanity range
+    # the encoders: trained on their configuration's groups, the held-out one flagged in the latent checks
+    ep = json.loads((a / DATA / "contrastive/EP/latent_checks.json").read_text())
+    assert ep["groups"]["wprime_xy"]["in_training"] is False and ep["groups"]["qstar_qg"]["in_training"]
+    sim = pq.read_table(a / DATA / "simulation.parquet", columns=["event_id", "process"])
+    data = pq.read_table(a / DATA / "jets.parquet", columns=["event_id"])
+    assert not set(sim.column("event_id").to_pylist()) & set(data.column("event_id").to_pylist())
+    assert set(sim.column("process").to_pylist()) == {"sim-qcd", "sim-wprime_xy_500_100", "sim-qstar_qg"}
+    vae = json.loads((a / "results/tiny/summary/vae_characterisation.json").read_text())
+    assert vae["largest_deviation"] and "mjj" not in vae["observables"]
+    assert (a / "results/tiny/summary/vae_marginals.png").stat().st_size > 1000
+    req = (a / "results/summary/required_injection.csv").read_text()
+    assert "contrastive-EP" in req and "max_sic" in req
     table = (a / "results/tiny/summary/metrics.csv").read_text()
-    assert "supervised" in table and "idealised" in table and "cathode" in table
+    assert "supervised" in table and "idealised" in table and "cathode" in table and "contrastive-ID" in table
     for fig in ("max_sic.png", "auc.png", "sic_inj60.png", "rejection_inj60.png"):
         assert (a / "results/tiny/summary" / fig).stat().st_size > 1000
     snakemake(a, "--configfile", CONFIG, "--report", "report.html")
@@ -75,8 +100,7 @@ def test_changed_param_reruns_exactly_its_stage_and_descendants(run_a, tmp_path)
     cfg["methods"]["idealised"]["n_estimators"] = 77
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    assert planned(a, "--configfile", str(changed)) == {"reference": 2, "metrics": 2, "summarize": 1,
-                                                         "plot_curves": 1}
+    assert planned(a, "--configfile", str(changed)) == {"reference": 2, "metrics": 2, **SUMMARIES}
     cfg["studies"]["tiny"]["mjj_kde"]["bandwidth"] = 20.0
     changed.write_text(yaml.safe_dump(cfg))
     assert planned(a, "--configfile", str(changed)) == DOWNSTREAM_OF_STUDY_SETS
@@ -88,12 +112,17 @@ def test_changed_param_reruns_exactly_its_stage_and_descendants(run_a, tmp_path)
 
 @pytest.mark.parametrize("module, expected", [
     ("src/resonant/models/bdt.py", DOWNSTREAM_OF_BDT),
-    ("src/resonant/regions.py", DOWNSTREAM_OF_STUDY_SETS),
-    ("src/resonant/models/flow.py", DOWNSTREAM_OF_FLOW),
-    ("src/resonant/plots.py", {"summarize": 1, "plot_curves": 1, "plot_data": 1, "plot_turn_on": 1,
-                               "cathode_checks": 1}),
-    ("src/resonant/data/jets.py", {"cluster": 4, "merge_jets": 1, "plot_data": 1, "plot_turn_on": 1,
-                                   **DOWNSTREAM_OF_STUDY_SETS}),
+    ("src/resonant/regions.py", {**DOWNSTREAM_OF_STUDY_SETS, **DOWNSTREAM_OF_ENCODERS}),
+    ("src/resonant/vae.py", {**VAE, "metrics": 2, **SUMMARIES}),
+    ("src/resonant/models/flow.py", DOWNSTREAM_OF_FLOW_CODE),
+    ("src/resonant/plots.py", {**SUMMARIES, "plot_data": 1, "plot_turn_on": 1, "cathode_checks": 3,
+                               "contrastive_latent_checks": 2, **VAE, "metrics": 2}),
+    ("src/resonant/data/jets.py", {"cluster": 7, "merge_jets": 1, "merge_simulation": 1, "plot_data": 1,
+                                   "plot_turn_on": 1, **DOWNSTREAM_OF_STUDY_SETS, **DOWNSTREAM_OF_ENCODERS}),
+    ("src/resonant/models/encoder.py", {**DOWNSTREAM_OF_ENCODERS, "contrastive_latent_sets": 4,
+                                        "cathode_flow": 4, "cathode_sample": 4, "cathode_classify": 4,
+                                        "cathode_fidelity": 4, "cathode_checks": 2, "contrastive_combine": 4,
+                                        "metrics": 4, **SUMMARIES}),
 ])
 def test_edited_module_reruns_exactly_its_users(run_a, module, expected):
     a, _ = run_a

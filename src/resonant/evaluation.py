@@ -243,7 +243,9 @@ def latent_checks(table, background_group: str, seed: int = 0) -> dict:
 
     ``table``: a latent table (columns group, trained, mjj, z0, z1, ...).
     """
-    names = [c for c in table.column_names if c[0] == "z" and c[1:].isdigit()]
+    from .features import latent_columns
+
+    names = latent_columns(table)
     z = np.stack([table.column(n).to_numpy() for n in names], axis=1)
     group = np.asarray(table.column("group").to_pylist(), dtype=object)
     trained = dict(zip(group, table.column("trained").to_pylist()))

@@ -66,3 +66,30 @@ def high_level(table: pa.Table, names, source="table") -> np.ndarray:
         "mjj": lambda: _col(table, "mjj"),
     }
     return np.stack([calc[n]() for n in names], axis=1).astype(np.float32) if names else np.empty((len(table), 0))
+
+
+# Event columns a latent table carries beside the latent coordinates.
+LATENT_KEEP = ("event_id", "process", "label", "mjj", "split")
+
+
+def latent_columns(table: pa.Table) -> list[str]:
+    return [c for c in table.column_names if LATENT.fullmatch(c)]
+
+
+def attach_latent(table: pa.Table, latent: pa.Table, source="table") -> pa.Table:
+    """The event columns of ``table`` with the latent coordinates of the same events (matched by event_id)."""
+    ids = latent.column("event_id").to_numpy()
+    want = table.column("event_id").to_numpy()
+    order = np.argsort(ids, kind="stable")
+    idx = order[np.minimum(np.searchsorted(ids, want, sorter=order), max(len(ids) - 1, 0))] if len(ids) else None
+    if len(want) and (idx is None or not np.array_equal(ids[idx], want)):
+        n = len(want) if idx is None else int(np.sum(ids[idx] != want))
+        raise InputError(source, f"{n} events have no latent coordinates",
+                         "encode the dataset the study sets were built from", field="event_id")
+    cols = {k: table.column(k) for k in LATENT_KEEP if k in table.column_names}
+    if len(want):
+        taken = latent.take(pa.array(idx, pa.int64()))
+        cols.update({n: taken.column(n) for n in latent_columns(latent)})
+    else:
+        cols.update({n: pa.array([], pa.float32()) for n in latent_columns(latent)})
+    return pa.table(cols)

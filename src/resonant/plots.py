@@ -155,6 +155,11 @@ def required_injection(table, path, cut: str, target: float = 5.0, title=None):
     ax.set_xticks(range(len(studies)))
     ax.set_xticklabels([f"{s}\n({t[t['study'] == s]['signal'].iloc[0]})" for s in studies], fontsize=12)
     ax.set_yscale("log")
+    finite = t["lo"].to_numpy(np.float64)
+    finite = finite[np.isfinite(finite) & (finite > 0)]
+    top = float(t["max_injection"].max()) if len(t) else 1.0
+    ax.set_ylim(min(finite.min(), top) / 3 if len(finite) else top / 10, top * 3)
+    ax.set_xlim(-0.6, len(studies) - 0.4)
     ax.set_ylabel(f"Injected signal for {target:g}$\\sigma$ (cut: {cut})")
     ax.legend(fontsize=12)
     _tag(ax, title)

@@ -10,7 +10,7 @@ import numpy as np
 
 from resonant import cli, io, plots
 from resonant.evaluation import latent_checks
-from resonant.features import latent_names
+from resonant.features import latent_columns
 
 
 def main(argv=None):
@@ -22,8 +22,7 @@ def main(argv=None):
     cli.setup_logging(args.verbose)
     prm = args.params
     t = io.read_table(args.latent, required=["group", "trained", "mjj", "z0"])
-    dim = sum(1 for c in t.column_names if c[0] == "z" and c[1:].isdigit())
-    z = np.stack([t.column(n).to_numpy() for n in latent_names(dim)], axis=1)
+    z = np.stack([t.column(n).to_numpy() for n in latent_columns(t)], axis=1)
     group = np.asarray(t.column("group").to_pylist(), dtype=object)
     held_out = {g for g, tr in zip(group, t.column("trained").to_pylist()) if not tr}
     plots.latent_projections(z, group, held_out, args.plot, title=f"encoder {prm['configuration']}")

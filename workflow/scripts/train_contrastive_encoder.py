@@ -3,19 +3,21 @@
 Splits every simulated process 60/20/20 (by event_id, the same for every
 configuration), trains on the processes the configuration keeps (labels:
 their process groups), and writes the encoder and the latent of the test
-split of every process (held-out ones included). Launched by srun on SLURM,
-each task is a DDP worker; only rank 0 writes.
+split of every process (held-out ones included). Started by srun on SLURM,
+each task is a DDP worker; only the first writes.
 """
+
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from resonant import cli, io
-from resonant.contrastive import encode, event_tokens, save_encoder, train_encoder
+from resonant.contrastive import TokenScaler, encode_table, event_tokens, save_encoder, train_encoder
 from resonant.errors import InputError
-from resonant.features import latent_names
 from resonant.regions import hash_split
-from resonant.train.distributed import cluster_from_env, is_global_zero
+from resonant.train.distributed import is_global_zero
 
 
 def main(argv=None):
@@ -28,37 +30,39 @@ def main(argv=None):
     cli.setup_logging(args.verbose)
     cli.set_threads(args.threads)
     prm = args.params
-    sim = io.read_table(args.simulation, required=["event_id", "process", "mjj"])
+    n_const = int(prm["n_constituents"])
+    sim = io.read_table(args.simulation, required=["event_id", "process", "mjj", "j1_constituents"])
     process = np.asarray(sim.column("process").to_pylist(), dtype=object)
-    missing = sorted(set(prm["train_processes"]) - set(process))
+    train_procs = prm["train_processes"]
+    missing = sorted(set(train_procs) - set(process))
     if missing:
         raise InputError(args.simulation, f"simulated process(es) {missing} have no events after the selection",
-                         "generate more events of them", field="process")
+                         "generate more events of them (simulation.processes)", field="process")
     part = hash_split(sim.column("event_id").to_numpy(), prm["split"])
-    groups = sorted(set(prm["train_processes"].values()))
-    group_of = np.array([groups.index(prm["train_processes"][p]) if p in prm["train_processes"] else -1
-                         for p in process])
-    sets = {}
+    groups = sorted(set(train_procs.values()))
+    group_of = np.array([groups.index(train_procs[p]) if p in train_procs else -1 for p in process])
+    arrays = {}
     for name in ("train", "val"):
         idx = np.flatnonzero((part == name) & (group_of >= 0))
-        tokens, mask = event_tokens(sim.take(pa.array(idx)), prm["n_constituents"], source=args.simulation)
-        sets[name] = (tokens, mask, group_of[idx])
-    model, scaler, history = train_encoder(sets["train"], sets["val"], prm["encoder"], seed=int(prm["seed"]),
-                                           trainer_kwargs=cluster_from_env())
+        tokens, mask = event_tokens(sim.take(pa.array(idx)), n_const, source=args.simulation)
+        arrays[name] = (tokens, mask, group_of[idx])
+    scaler = TokenScaler().fit(arrays["train"][0], arrays["train"][1])
+    scaled = {k: (scaler.transform(t, m), m, g) for k, (t, m, g) in arrays.items()}
+    workdir = Path(args.output).with_suffix(".work")  # shared by the DDP workers (checkpoints)
+    model, history = train_encoder(scaled["train"], scaled["val"], prm["encoder"], seed=int(prm["seed"]),
+                                   workdir=workdir)
     if not is_global_zero():
         return
-    save_encoder(args.output, model, scaler, {**prm["encoder"], "n_constituents": prm["n_constituents"]},
-                 history, groups, meta={"configuration": prm["configuration"],
-                                        "train_processes": prm["train_processes"]})
+    history.update(configuration=prm["configuration"], train_processes=train_procs,
+                   n_train=len(arrays["train"][2]), n_val=len(arrays["val"][2]))
+    save_encoder(args.output, model, scaler, {**prm["encoder"], "n_constituents": n_const}, history, groups)
+    shutil.rmtree(workdir, ignore_errors=True)
     test = sim.take(pa.array(np.flatnonzero(part == "test")))
-    tokens, mask = event_tokens(test, prm["n_constituents"], source=args.simulation)
-    z = encode(model, scaler, tokens, mask)
+    lat = encode_table(model, scaler, test, n_const, source=args.simulation)
     procs = test.column("process").to_pylist()
-    cols = {"event_id": test.column("event_id"), "process": test.column("process"), "label": test.column("label"),
-            "group": pa.array([prm["groups"].get(p, p) for p in procs]),
-            "trained": pa.array([p in prm["train_processes"] for p in procs]), "mjj": test.column("mjj")}
-    cols.update({n: pa.array(z[:, i]) for i, n in enumerate(latent_names(z.shape[1]))})
-    io.write_table(pa.table(cols), args.test_latent, metadata=prm)
+    lat = lat.append_column("group", pa.array([prm["groups"].get(p, p) for p in procs]))
+    lat = lat.append_column("trained", pa.array([p in train_procs for p in procs]))
+    io.write_table(lat, args.test_latent, metadata=prm)
 
 
 if __name__ == "__main__":
