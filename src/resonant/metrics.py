@@ -143,3 +143,14 @@ def required_injection(injections, z, target: float = 5.0) -> float:
                 return float(x[i])
             return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
     return float("nan")
+
+
+def score_table(test, member_scores: list):
+    """The scores contract (a pyarrow table): event_id, label, mjj, one column per member and the mean ``score``."""
+    import pyarrow as pa
+
+    cols = {"event_id": test.column("event_id"), "label": test.column("label"), "mjj": test.column("mjj")}
+    for k, s in enumerate(member_scores):
+        cols[f"score_{k}"] = pa.array(np.asarray(s, np.float32))
+    cols["score"] = pa.array(np.mean(member_scores, axis=0).astype(np.float32))
+    return pa.table(cols)

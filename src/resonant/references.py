@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from .features import high_level
+from .metrics import score_table  # noqa: F401  (the scores contract, re-exported)
 from .models.classifiers import make_classifier
 from .regions import select_split
 
@@ -57,12 +58,3 @@ def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed:
                  bdt.history["best_iteration"] + 1, min(bdt.history["val_logloss"]))
         models.append(bdt)
     return models
-
-
-def score_table(test: pa.Table, member_scores: list[np.ndarray]) -> pa.Table:
-    """The scores contract: event_id, label, mjj, one column per member and the mean ``score``."""
-    cols = {"event_id": test.column("event_id"), "label": test.column("label"), "mjj": test.column("mjj")}
-    for k, s in enumerate(member_scores):
-        cols[f"score_{k}"] = pa.array(np.asarray(s, np.float32))
-    cols["score"] = pa.array(np.mean(member_scores, axis=0).astype(np.float32))
-    return pa.table(cols)

@@ -212,20 +212,6 @@ def kl_scores(models, X: np.ndarray) -> list[np.ndarray]:
     return [m.kl_numpy(X) for m in models]
 
 
-def score_table(test: pa.Table, member_scores: list[np.ndarray]) -> pa.Table:
-    """The scores contract of :func:`resonant.references.score_table` (event_id, label, mjj, score_k, score).
-
-    Rebuilt here because importing :mod:`resonant.references` pulls in the BDT
-    and PyTorch models, which the TensorFlow environment does not have; a test
-    checks that both tables agree.
-    """
-    cols = {"event_id": test.column("event_id"), "label": test.column("label"), "mjj": test.column("mjj")}
-    for k, s in enumerate(member_scores):
-        cols[f"score_{k}"] = pa.array(np.asarray(s, np.float32))
-    cols["score"] = pa.array(np.mean(member_scores, axis=0).astype(np.float32))
-    return pa.table(cols)
-
-
 def save_member(model, history: dict, path, meta: dict | None = None) -> None:
     """The model (.keras, scaler included) and, beside it, a JSON of its config and training history."""
     path = Path(path)

@@ -7,6 +7,7 @@ truth labels of the data are never read. The test set is read after training.
 from pathlib import Path
 
 from resonant import cli, io
+from resonant.metrics import score_table
 
 
 def main(argv=None):
@@ -36,7 +37,7 @@ def main(argv=None):
                         meta={"member": k, "seed": seed, "settings": s, "params": prm})
     test = io.read_table(args.test, columns=test_columns)
     scores = vae.kl_scores([m for m, _, _ in members], vae.inputs(test, args.test))
-    io.write_table(vae.score_table(test, scores), args.scores, metadata=prm)
+    io.write_table(score_table(test, scores), args.scores, metadata=prm)
 
 
 if __name__ == "__main__":
