@@ -32,6 +32,7 @@ import os
 import time
 
 import numpy as np
+from benchtools import EpochClock, load
 import torch
 
 from resonant.models.bdt import BDT
@@ -59,28 +60,6 @@ def labelled(n, rng, frac_sig=0.5):
     y = np.r_[np.zeros(n - n1), np.ones(n1)].astype(np.int8)
     perm = rng.permutation(n)
     return X[perm], y[perm]
-
-
-class EpochClock(logging.Handler):
-    """Records (wall, cpu) at every epoch log record of the training loop."""
-
-    def __init__(self):
-        super().__init__()
-        self.marks = []
-
-    def start(self):
-        self.marks = [(time.perf_counter(), time.process_time())]
-
-    def emit(self, record):
-        self.marks.append((time.perf_counter(), time.process_time()))
-
-    def median_epoch(self):
-        d = np.diff(np.array(self.marks), axis=0)
-        return float(np.median(d[:, 0])), float(np.median(d[:, 1])), len(d)
-
-
-def load():
-    return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count())
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ import tempfile
 import time
 
 import numpy as np
+from benchtools import EpochClock, load
 import torch
 
 from resonant import contrastive as C
@@ -57,29 +58,6 @@ def synthetic_tokens(n, k, rng, n_groups=3):
     return tokens, mask, groups
 
 
-class EpochClock(logging.Handler):
-    """Records (wall, cpu) at every epoch log record of the encoder training."""
-
-    def __init__(self):
-        super().__init__()
-        self.marks = []
-
-    def start(self):
-        self.marks = [(time.perf_counter(), time.process_time())]
-
-    def emit(self, record):
-        if "epoch" in record.getMessage():
-            self.marks.append((time.perf_counter(), time.process_time()))
-
-    def median_epoch(self):
-        d = np.diff(np.array(self.marks), axis=0)
-        return float(np.median(d[:, 0])), float(np.median(d[:, 1])), len(d)
-
-
-def load():
-    return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count())
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -92,7 +70,7 @@ def main(argv=None):
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
-    clock = EpochClock()
+    clock = EpochClock(r"epoch")
     enc_log = logging.getLogger("resonant.contrastive")
     enc_log.setLevel(logging.INFO)
     enc_log.addHandler(clock)

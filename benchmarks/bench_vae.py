@@ -30,50 +30,11 @@ import sys
 import time
 
 import numpy as np
+from benchtools import EpochClock, load
 import pyarrow as pa
 
 
 EPOCH_LINE = re.compile(r" epoch \d+/\d+:")
-
-
-class EpochClock(logging.Handler):
-    """(wall, cpu) at every per-epoch log record of the named trainer."""
-
-    def __init__(self):
-        super().__init__()
-        self.marks = []
-
-    def start(self):
-        self.marks = [(time.perf_counter(), time.process_time())]
-
-    def emit(self, record):
-        if EPOCH_LINE.search(record.getMessage()):
-            self.marks.append((time.perf_counter(), time.process_time()))
-
-    def epochs(self):
-        return np.diff(np.array(self.marks), axis=0)  # (n_epochs, [wall, cpu])
-
-
-def jets(n: int, seed: int) -> pa.Table:
-    """Jet columns of a falling QCD-like background with 2% of a 500 GeV two-prong signal, m_jj, split."""
-    rng = np.random.default_rng(seed)
-    n_sig = n // 50
-    sig = np.arange(n) < n_sig
-    heavy = np.where(sig, rng.normal(500, 20, n), 30 + rng.exponential(150, n))
-    light = np.where(sig, rng.normal(100, 8, n), 30 + rng.exponential(40, n))
-    heavy, light = np.maximum(heavy, light), np.minimum(heavy, light)
-    cols = {"mjj": np.where(sig, rng.normal(3500, 70, n), 2300 + rng.exponential(500, n))}
-    for j, m in (("j1", light), ("j2", heavy)):
-        t21 = np.where(sig, rng.beta(2, 9, n), rng.beta(6, 3, n))
-        tau1 = rng.uniform(0.2, 0.6, n)
-        cols[f"{j}_m"], cols[f"{j}_tau1"], cols[f"{j}_tau2"] = m, tau1, tau1 * t21
-        cols[f"{j}_tau3"] = tau1 * t21 * rng.beta(6, 3, n)
-    t = pa.table({k: np.asarray(v, np.float32) for k, v in cols.items()})
-    return t.append_column("split", pa.array(np.where(rng.random(n) < 0.2, "val", "train")))
-
-
-def load():
-    return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count())
 
 
 def worker(args) -> dict:
@@ -82,7 +43,7 @@ def worker(args) -> dict:
     configure(args.threads)
     from resonant import vae
 
-    clock = EpochClock()
+    clock = EpochClock(EPOCH_LINE.pattern)
     lg = logging.getLogger("resonant.vae")
     lg.setLevel(logging.INFO)
     lg.addHandler(clock)

@@ -20,7 +20,7 @@ rule train_contrastive_encoder:
         launcher=launcher,
     log:
         f"{DATA}/logs/contrastive/{{config}}-encoder{{enc}}.log",
-    threads: 2
+    threads: 1  # measured: 2 threads train no faster on a shared 2-core machine; GPUs on SLURM
     cache: "omit-software"
     conda:
         "../envs/torch.yaml"
