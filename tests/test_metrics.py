@@ -87,6 +87,7 @@ def test_required_injection_interpolates_the_first_crossing():
 
     assert required_injection([200, 500, 1000], [2.0, 6.0, 12.0]) == pytest.approx(200 + 3 / 4 * 300)
     assert required_injection([500, 200], [6.0, 2.0]) == pytest.approx(425.0)  # order does not matter
-    assert required_injection([0, 100], [0.0, 10.0]) == pytest.approx(50.0)  # z = 0 without signal
+    # reached at the smallest injection scanned: an upper limit, nothing extrapolated below the scan
+    assert required_injection([0, 100, 300], [0.0, 10.0, 30.0]) == pytest.approx(100.0)
     assert np.isnan(required_injection([200, 500], [1.0, 4.9]))  # not reached in the scan
     assert required_injection([200, 500], [np.nan, 7.0]) == pytest.approx(200 + 5 / 7 * 300)

@@ -48,9 +48,12 @@ def required_injection_table(metric_files, target: float = 5.0) -> pd.DataFrame:
                         for _, s in g.groupby("seed")]
             with np.errstate(all="ignore"):
                 med, lo, hi = band(per_seed)
+            scanned = g["injection"][g["injection"] > 0]
+            first = int(scanned.min()) if len(scanned) else 0
             out.append({"study": g["study"].iloc[0], "method": method, "cut": cut[2:], "target_sigma": target,
                         "median": med, "lo": lo, "hi": hi, "n_seeds": len(per_seed),
-                        "reached": int(np.isfinite(per_seed).sum()), "max_injection": int(g["injection"].max())})
+                        "reached": int(np.isfinite(per_seed).sum()), "max_injection": int(g["injection"].max()),
+                        "upper_limit": bool(np.isfinite(med) and med <= first)})
     return pd.DataFrame(out)
 
 

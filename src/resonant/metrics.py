@@ -130,16 +130,20 @@ def injection_for_significance(n_bkg, eff_sig, eff_bkg, z=5.0):
 def required_injection(injections, z, target: float = 5.0) -> float:
     """The injected signal at which the significance ``z`` (measured at each injection) first reaches ``target``.
 
-    Linear interpolation between the scanned injections; no signal means no
-    significance (z = 0 at 0). NaN if the target is not reached in the scan.
+    Linear interpolation between two scanned injections around the crossing.
+    Already reached at the smallest non-zero injection scanned: that injection
+    (an upper limit; how a weakly supervised classifier would do with less
+    signal was not measured, so nothing below the scan is extrapolated). NaN
+    if the target is not reached in the scan.
     """
     order = np.argsort(injections)
-    x = np.r_[0.0, np.asarray(injections, np.float64)[order]]
-    y = np.r_[0.0, np.asarray(z, np.float64)[order]]
-    y = np.where(np.isfinite(y), y, 0.0)
-    for i in range(1, len(x)):
+    x = np.asarray(injections, np.float64)[order]
+    y = np.asarray(z, np.float64)[order]
+    keep = x > 0
+    x, y = x[keep], np.where(np.isfinite(y[keep]), y[keep], 0.0)
+    for i in range(len(x)):
         if y[i] >= target:
-            if y[i] == y[i - 1]:
+            if i == 0 or y[i] == y[i - 1]:
                 return float(x[i])
             return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
     return float("nan")

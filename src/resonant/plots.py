@@ -135,7 +135,8 @@ def required_injection(table, path, cut: str, target: float = 5.0, title=None):
     """Injected signal needed for ``target`` sigma after the cut, per signal model (x) and method (marker).
 
     ``table``: columns study, signal, method, cut, median, lo, hi, max_injection.
-    Methods that do not reach it within the scan get an upward arrow at the largest injection.
+    Methods that do not reach it within the scan get an upward arrow at the largest injection, those
+    that reach it at the smallest injection scanned a downward one (an upper limit).
     """
     t = table[table["cut"] == cut]
     studies = list(dict.fromkeys(t["study"]))
@@ -152,6 +153,9 @@ def required_injection(table, path, cut: str, target: float = 5.0, title=None):
         color = pts[0].get_color()
         for x, top in zip(xs[~ok], g["max_injection"].to_numpy()[~ok]):
             ax.annotate("", xy=(x, top * 1.6), xytext=(x, top), arrowprops={"arrowstyle": "->", "color": color})
+        limit = ok & g["upper_limit"].to_numpy(bool) if "upper_limit" in g else np.zeros(len(g), bool)
+        for x, y in zip(xs[limit], med[limit]):  # reached at the smallest injection scanned
+            ax.annotate("", xy=(x, y / 1.6), xytext=(x, y), arrowprops={"arrowstyle": "->", "color": color})
     ax.set_xticks(range(len(studies)))
     ax.set_xticklabels([f"{s}\n({t[t['study'] == s]['signal'].iloc[0]})" for s in studies], fontsize=12)
     ax.set_yscale("log")
