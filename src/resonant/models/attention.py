@@ -35,8 +35,8 @@ def _mlp(dim: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
                          nn.Dropout(dropout))
 
 
-class SelfAttentionBlock(nn.Module):
-    """Pre-LayerNorm transformer block: x + MHA(LN(x)), then x + MLP(LN(x)); padded outputs set to 0."""
+class _AttentionBlock(nn.Module):
+    """The layers of a pre-LayerNorm attention block: norm, multi-head attention, norm, MLP."""
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4, dropout: float = 0.0):
         super().__init__()
@@ -45,6 +45,10 @@ class SelfAttentionBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = _mlp(dim, mlp_ratio, dropout)
+
+
+class SelfAttentionBlock(_AttentionBlock):
+    """Pre-LayerNorm transformer block: x + MHA(LN(x)), then x + MLP(LN(x)); padded outputs set to 0."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -54,16 +58,8 @@ class SelfAttentionBlock(nn.Module):
         return x.masked_fill(~mask.unsqueeze(-1), 0.0)
 
 
-class ClassAttentionBlock(nn.Module):
+class ClassAttentionBlock(_AttentionBlock):
     """CaiT class attention: the class token (B, 1, D) attends over [class token, tokens]; only it is updated."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.drop = nn.Dropout(dropout)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = _mlp(dim, mlp_ratio, dropout)
 
     def forward(self, cls: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         u = self.norm1(torch.cat([cls, x], dim=1))
