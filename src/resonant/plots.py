@@ -178,12 +178,14 @@ def latent_projections(z: np.ndarray, group: np.ndarray, held_out: set, path, ti
     n_pairs = max(1, z.shape[1] // 2)
     fig, axes = plt.subplots(1, n_pairs, figsize=(6.5 * n_pairs, 6.5), squeeze=False)
     rng = np.random.default_rng(seed)
-    for g in sorted(set(group)):
+    colours = plt.get_cmap("tab10")
+    for i, g in enumerate(sorted(set(group))):
         idx = np.flatnonzero(group == g)
         idx = rng.choice(idx, min(len(idx), max_points), replace=False)
         for k, ax in enumerate(axes[0]):
             j = min(2 * k + 1, z.shape[1] - 1)
             ax.scatter(z[idx, 2 * k], z[idx, j], s=4, alpha=0.4, marker="x" if g in held_out else "o",
+                       color=colours(i % 10),
                        label=f"{g} (held out)" if g in held_out else g)
     for k, ax in enumerate(axes[0]):
         ax.set_xlabel(f"$z_{{{2 * k}}}$")
