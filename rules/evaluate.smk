@@ -30,6 +30,9 @@ rule summarize:
                        category="{study}", subcategory="Summary"),
         auc=report("results/{study}/summary/auc.png", caption="../workflow/report/auc.rst",
                    category="{study}", subcategory="Summary"),
+        working_points=report("results/{study}/summary/sic_working_points.png",
+                              caption="../workflow/report/sic_working_points.rst", category="{study}",
+                              subcategory="Summary"),
     input:
         metrics=study_metrics,
         code=code("summarize"),
@@ -41,7 +44,8 @@ rule summarize:
         "../envs/data.yaml"
     shell:
         "{PY} workflow/scripts/summarize.py --metrics {input.metrics} --params {params.p:q} --csv {output.csv}"
-        " --json {output.json} --max-sic-plot {output.max_sic} --auc-plot {output.auc} 2> {log}"
+        " --json {output.json} --max-sic-plot {output.max_sic} --auc-plot {output.auc}"
+        " --working-points-plot {output.working_points} 2> {log}"
 
 
 rule required_injection:

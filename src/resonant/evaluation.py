@@ -65,9 +65,14 @@ def write_summary(metric_files, csv_path, json_path) -> pd.DataFrame:
     return df
 
 
-def plot_versus_injection(df: pd.DataFrame, max_sic_path, auc_path, title=None) -> None:
+def plot_versus_injection(df: pd.DataFrame, max_sic_path, auc_path, title=None, working_points_path=None) -> None:
     plots.versus_injection(df, "max_sic", "Max SIC", max_sic_path, title=title)
     plots.versus_injection(df, "auc", "AUC", auc_path, title=title)
+    if working_points_path is not None:
+        wps = sorted({c[4:-7] for c in df.columns if c.startswith("sic@") and c.endswith("_median")},
+                     key=float, reverse=True)
+        plots.versus_injection(df, [f"sic@{wp}" for wp in wps],
+                               [f"SIC at $\\epsilon_B$ = {wp}" for wp in wps], working_points_path, title=title)
 
 
 def plot_curves(scores_by_method: dict[str, list], sic_path, rejection_path, title=None) -> None:

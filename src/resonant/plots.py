@@ -62,12 +62,21 @@ def curves(grid, bands: dict, ylabel: str, path, title=None, logy=False, referen
     save(fig, path)
 
 
-def versus_injection(table, metric: str, ylabel: str, path, xlabel="Injected signal events", title=None):
+def versus_injection(table, metric, ylabel, path, xlabel="Injected signal events", title=None):
     """Median and 68% band of ``metric`` versus injection, one line per method.
 
     ``table`` is a pandas DataFrame with columns method, injection, {metric}_median/_lo/_hi.
+    ``metric`` and ``ylabel`` may be lists: one panel each, side by side.
     """
-    fig, ax = plt.subplots(figsize=(8, 6.5))
+    metrics, ylabels = ([metric], [ylabel]) if isinstance(metric, str) else (list(metric), list(ylabel))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(8 * len(metrics), 6.5), squeeze=False)
+    for ax, m, yl in zip(axes[0], metrics, ylabels):
+        _versus_injection_panel(ax, table, m, yl, xlabel)
+    _tag(axes[0][0], title)
+    save(fig, path)
+
+
+def _versus_injection_panel(ax, table, metric: str, ylabel: str, xlabel: str):
     for method, g in table.groupby("method", sort=False):
         g = g.sort_values("injection")
         x = g["injection"].to_numpy()
@@ -80,8 +89,6 @@ def versus_injection(table, metric: str, ylabel: str, path, xlabel="Injected sig
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=14)
-    _tag(ax, title)
-    save(fig, path)
 
 
 def histograms(samples: dict, bins, xlabel: str, path, density=True, logy=False, title=None, shade=None,

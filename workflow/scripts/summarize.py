@@ -11,10 +11,12 @@ def main(argv=None):
     p.add_argument("--json", required=True)
     p.add_argument("--max-sic-plot", required=True)
     p.add_argument("--auc-plot", required=True)
+    p.add_argument("--working-points-plot", required=True, help="SIC at each working point versus injection")
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
     df = write_summary(args.metrics, args.csv, args.json)
-    plot_versus_injection(df, args.max_sic_plot, args.auc_plot, title=args.params.get("title"))
+    plot_versus_injection(df, args.max_sic_plot, args.auc_plot, title=args.params.get("title"),
+                          working_points_path=args.working_points_plot)
 
 
 if __name__ == "__main__":
