@@ -178,25 +178,42 @@ def required_injection(table, path, cut: str, target: float = 5.0, title=None):
 
 
 def latent_projections(z: np.ndarray, group: np.ndarray, held_out: set, path, title=None, max_points=2000, seed=0):
-    """Pairs of latent coordinates (z0-z1, z2-z3, ...) with the events of each process group.
+    """A latent space per process group: pairs of coordinates (z0-z1, z2-z3, ...) and a 2-d PCA embedding
+    (top row), and the distribution of every coordinate (below). Held-out groups are drawn with crosses."""
+    from sklearn.decomposition import PCA
 
-    Groups held out of the encoder training are drawn with crosses.
-    """
-    n_pairs = max(1, z.shape[1] // 2)
-    fig, axes = plt.subplots(1, n_pairs, figsize=(6.5 * n_pairs, 6.5), squeeze=False)
+    d = z.shape[1]
+    n_pairs = max(1, d // 2)
+    ncol = n_pairs + 1
+    nrow = 1 + int(np.ceil(d / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(6.5 * ncol, 6.5 + 4.5 * (nrow - 1)), squeeze=False,
+                             gridspec_kw={"height_ratios": [6.5] + [4.5] * (nrow - 1)})
     rng = np.random.default_rng(seed)
     colours = plt.get_cmap("tab10")
+    emb = PCA(n_components=2, random_state=seed).fit_transform(z) if d > 1 else np.c_[z, z]
+    bins = [np.linspace(*np.nanpercentile(z[:, k], [0.5, 99.5]), 40) for k in range(d)]
     for i, g in enumerate(sorted(set(group))):
-        idx = np.flatnonzero(group == g)
-        idx = rng.choice(idx, min(len(idx), max_points), replace=False)
-        for k, ax in enumerate(axes[0]):
-            j = min(2 * k + 1, z.shape[1] - 1)
-            ax.scatter(z[idx, 2 * k], z[idx, j], s=4, alpha=0.4, marker="x" if g in held_out else "o",
-                       color=colours(i % 10),
-                       label=f"{g} (held out)" if g in held_out else g)
-    for k, ax in enumerate(axes[0]):
-        ax.set_xlabel(f"$z_{{{2 * k}}}$")
-        ax.set_ylabel(f"$z_{{{min(2 * k + 1, z.shape[1] - 1)}}}$")
+        sel = group == g
+        idx = rng.choice(np.flatnonzero(sel), min(int(sel.sum()), max_points), replace=False)
+        style = {"s": 4, "alpha": 0.4, "marker": "x" if g in held_out else "o", "color": colours(i % 10)}
+        label = f"{g} (held out)" if g in held_out else g
+        for k in range(n_pairs):
+            j = min(2 * k + 1, d - 1)
+            axes[0][k].scatter(z[idx, 2 * k], z[idx, j], label=label, **style)
+        axes[0][n_pairs].scatter(emb[idx, 0], emb[idx, 1], **style)
+        for k in range(d):
+            ax = axes[1 + k // ncol][k % ncol]
+            ax.hist(z[sel, k], bins=bins[k], density=True, histtype="step", color=colours(i % 10),
+                    ls="--" if g in held_out else "-")
+    for k in range(n_pairs):
+        axes[0][k].set_xlabel(f"$z_{{{2 * k}}}$")
+        axes[0][k].set_ylabel(f"$z_{{{min(2 * k + 1, d - 1)}}}$")
+    axes[0][n_pairs].set_xlabel("PCA 1")
+    axes[0][n_pairs].set_ylabel("PCA 2")
+    for k in range(d):
+        axes[1 + k // ncol][k % ncol].set_xlabel(f"$z_{{{k}}}$")
+    for k in range(d, (nrow - 1) * ncol):
+        axes[1 + k // ncol][k % ncol].axis("off")
     axes[0][0].legend(fontsize=10, markerscale=3)
     _tag(axes[0][0], title)
     save(fig, path)
