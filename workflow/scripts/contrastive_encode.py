@@ -3,6 +3,7 @@
 Streams row groups: constant memory whatever the size of the dataset.
 """
 
+import itertools
 import logging
 
 import pyarrow as pa
@@ -35,15 +36,10 @@ def main(argv=None):
     first = next(chunks)
     done = 0
     with io.parquet_writer(args.output, first.schema, metadata=args.params) as writer:
-        for lat in _chain(first, chunks):
+        for lat in itertools.chain([first], chunks):
             writer.write_table(lat)
             done += len(lat)
             log.info("encoded %d / %d events", done, n)
-
-
-def _chain(first, rest):
-    yield first
-    yield from rest
 
 
 if __name__ == "__main__":
