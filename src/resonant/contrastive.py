@@ -40,6 +40,7 @@ from . import io
 from .errors import InputError
 from .features import EPS
 from .models.encoder import ContrastiveEncoder
+from .pointcloud import NO_CONSTITUENTS_FIX, leading_constituents
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,6 @@ DEFAULTS = {
 }
 ARCHITECTURE = ("latent_dim", "dim", "heads", "particle_blocks", "class_blocks", "proj_dim", "dropout")
 
-NO_CONSTITUENTS_FIX = "this branch needs constituents: use generated data or the LHCO particle file"
 
 
 def settings_with_defaults(settings: dict | None) -> dict:
@@ -85,20 +85,6 @@ def make_encoder(n_features: int, settings: dict) -> ContrastiveEncoder:
 
 def _np(table: pa.Table, name: str) -> np.ndarray:
     return table.column(name).to_numpy().astype(np.float64)
-
-
-def _leading_constituents(column, k: int) -> tuple[np.ndarray, ...]:
-    """(pt_rel, deta, dphi, valid), each (N, k): the first ``k`` constituents of every jet, zero-padded."""
-    counts = pc.list_value_length(column).fill_null(0).to_numpy().astype(np.int64)
-    flat = pc.list_flatten(column)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    valid = np.arange(k)[None, :] < np.minimum(counts, k)[:, None]
-    idx = np.where(valid, starts[:, None] + np.arange(k)[None, :], 0)
-    out = []
-    for name in ("pt_rel", "deta", "dphi"):
-        values = pc.struct_field(flat, name).to_numpy().astype(np.float64) if len(flat) else np.zeros(1)
-        out.append(np.where(valid, values[idx], 0.0))
-    return (*out, valid)
 
 
 def event_tokens(table: pa.Table, n_constituents: int, source="table") -> tuple[np.ndarray, np.ndarray]:
@@ -147,8 +133,8 @@ def event_tokens(table: pa.Table, n_constituents: int, source="table") -> tuple[
         tokens[:, slot, flags[slot]] = 1.0
         mask[:, slot] = True
     if k > 0:
-        c1 = np.stack(_leading_constituents(table.column("j1_constituents"), k), axis=-1)
-        c2 = np.stack(_leading_constituents(table.column("j2_constituents"), k), axis=-1)
+        c1 = np.stack(leading_constituents(table.column("j1_constituents"), k), axis=-1)
+        c2 = np.stack(leading_constituents(table.column("j2_constituents"), k), axis=-1)
         for slot, c in enumerate(heavy_light(c1, c2)):
             pt_rel, deta, dphi, valid = (c[..., i] for i in range(4))
             valid = valid.astype(bool)

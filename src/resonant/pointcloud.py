@@ -1,0 +1,331 @@
+"""Point clouds of dijet events: dense arrays, the generated-background HDF5, invertible pre-processing.
+
+Shared by every branch that works on jets and their constituents (the
+flow-matching and diffusion generators, the point-cloud classifier, the
+contrastive encoder's tokens). An event is
+
+- ``jets``      float32 (N, 2, 5): pt, eta, phi, m, n of the two leading jets (j1 leading in pT);
+- ``particles`` float32 (N, 2, P, 3): pT_rel, deta, dphi of each jet's leading P constituents;
+- ``mask``      bool    (N, 2, P): True for real constituents (the first min(n, P) of a jet);
+- ``mjj``       float32 (N,).
+
+The generated-background HDF5 (the design's contract 5) holds exactly these four
+datasets, chunked and gzip-compressed, with JSON attributes naming the model and
+its config. :class:`GeneratedWriter` streams batches into it in constant memory
+and renames it into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import InputError
+from .io import _json_default, atomic_path
+
+JET_FIELDS = ("pt", "eta", "phi", "m", "n")
+PARTICLE_FIELDS = ("pt_rel", "deta", "dphi")
+GENERATED_DATASETS = ("jets", "particles", "mask", "mjj")
+NO_CONSTITUENTS_FIX = ("this branch needs constituents: use generated data or the LHCO particle file "
+                       "(events_anomalydetection_v2.h5), or disable the branch in config")
+
+
+@dataclass
+class PointCloud:
+    """A batch of events as dense arrays (see the module docstring); ``label``/``event_id`` when known."""
+
+    jets: np.ndarray
+    particles: np.ndarray
+    mask: np.ndarray
+    mjj: np.ndarray
+    label: np.ndarray | None = None
+    event_id: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.mjj)
+
+    @property
+    def max_particles(self) -> int:
+        return self.particles.shape[2]
+
+    def take(self, idx) -> "PointCloud":
+        """The events at ``idx`` (indices or a boolean mask)."""
+        opt = {k: None if getattr(self, k) is None else getattr(self, k)[idx] for k in ("label", "event_id")}
+        return PointCloud(self.jets[idx], self.particles[idx], self.mask[idx], self.mjj[idx], **opt)
+
+    @staticmethod
+    def concatenate(clouds) -> "PointCloud":
+        clouds = list(clouds)
+
+        def cat(name):
+            parts = [getattr(c, name) for c in clouds]
+            return None if any(p is None for p in parts) else np.concatenate(parts)
+
+        return PointCloud(*(cat(k) for k in ("jets", "particles", "mask", "mjj", "label", "event_id")))
+
+
+def leading_constituents(column, k: int) -> tuple[np.ndarray, ...]:
+    """(pt_rel, deta, dphi, valid), each (N, k): the first ``k`` constituents of every jet, zero-padded."""
+    counts = pc.list_value_length(column).fill_null(0).to_numpy().astype(np.int64)
+    flat = pc.list_flatten(column)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    valid = np.arange(k)[None, :] < np.minimum(counts, k)[:, None]
+    idx = np.where(valid, starts[:, None] + np.arange(k)[None, :], 0)
+    out = []
+    for name in PARTICLE_FIELDS:
+        values = pc.struct_field(flat, name).to_numpy().astype(np.float64) if len(flat) else np.zeros(1)
+        out.append(np.where(valid, values[idx], 0.0))
+    return (*out, valid)
+
+
+def from_table(table: pa.Table, max_particles: int, source="table") -> PointCloud:
+    """Dense point clouds of a jets table (contract 2) with at most ``max_particles`` per jet.
+
+    Raises ``InputError`` naming ``source`` for a table without constituents or a
+    missing jet column.
+    """
+    k = int(max_particles)
+    if k < 1:
+        raise ValueError(f"max_particles must be >= 1, got {max_particles}")
+    names = table.schema.names
+    for j in ("j1", "j2"):
+        for f in JET_FIELDS:
+            if f"{j}_{f}" not in names:
+                raise InputError(source, f"column '{j}_{f}' is missing", "rerun the clustering stage",
+                                 field=f"{j}_{f}")
+        if f"{j}_constituents" not in names:
+            raise InputError(source, f"the jets table has no constituents (column '{j}_constituents' is missing:"
+                             " imported from a features-only file?)", NO_CONSTITUENTS_FIX,
+                             field=f"{j}_constituents")
+    if "mjj" not in names:
+        raise InputError(source, "column 'mjj' is missing", "rerun the clustering stage", field="mjj")
+    n = table.num_rows
+    jets = np.zeros((n, 2, len(JET_FIELDS)), np.float32)
+    particles = np.zeros((n, 2, k, len(PARTICLE_FIELDS)), np.float32)
+    mask = np.zeros((n, 2, k), bool)
+    for i, j in enumerate(("j1", "j2")):
+        for f, name in enumerate(JET_FIELDS):
+            jets[:, i, f] = table.column(f"{j}_{name}").to_numpy()
+        *vals, valid = leading_constituents(table.column(f"{j}_constituents"), k)
+        particles[:, i] = np.stack(vals, axis=-1)
+        mask[:, i] = valid
+    cloud = PointCloud(jets, particles, mask, table.column("mjj").to_numpy().astype(np.float32),
+                       label=table.column("label").to_numpy() if "label" in names else None,
+                       event_id=table.column("event_id").to_numpy() if "event_id" in names else None)
+    check_finite(cloud, source)
+    return cloud
+
+
+def check_finite(cloud: PointCloud, source) -> None:
+    for name in ("jets", "particles", "mjj"):
+        a = getattr(cloud, name)
+        if not np.isfinite(a).all():
+            n_bad = int((~np.isfinite(a)).reshape(len(a), -1).any(axis=1).sum())
+            raise InputError(source, f"{n_bad} event(s) have NaN or infinite {name}",
+                             "repair or remove those events at the source", field=name)
+
+
+def n_valid(jets: np.ndarray, max_particles: int) -> np.ndarray:
+    """Particles to draw per jet (int, (N, 2)): the jet's n rounded, between 1 and ``max_particles``."""
+    return np.clip(np.rint(jets[..., JET_FIELDS.index("n")]), 1, max_particles).astype(np.int64)
+
+
+def mask_from_counts(counts: np.ndarray, max_particles: int) -> np.ndarray:
+    return np.arange(max_particles) < np.asarray(counts)[..., None]
+
+
+# --------------------------------------------------------------------------------------------- generated HDF5
+
+class GeneratedWriter:
+    """Stream batches of generated events into the contract's HDF5, renamed into place on success.
+
+    >>> with GeneratedWriter(path, max_particles=30, attrs={"model": "flow_matching"}) as w:
+    ...     for batch in batches:
+    ...         w.write(batch)
+
+    Memory is one batch plus the HDF5 chunk cache, whatever the total size.
+    """
+
+    def __init__(self, path, max_particles: int, attrs: dict | None = None, chunk_rows: int = 1024):
+        self.path = Path(path)
+        self.max_particles = int(max_particles)
+        self.attrs = dict(attrs or {})
+        self.chunk_rows = int(chunk_rows)
+        self.n = 0
+
+    def __enter__(self):
+        import h5py
+
+        self._atomic = atomic_path(self.path, suffix=".tmp.h5")
+        tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w")
+        p, c = self.max_particles, self.chunk_rows
+        shapes = {"jets": ((2, len(JET_FIELDS)), np.float32), "particles": ((2, p, len(PARTICLE_FIELDS)), np.float32),
+                  "mask": ((2, p), bool), "mjj": ((), np.float32)}
+        self._ds = {name: self._file.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape), dtype=dtype,
+                                                    chunks=(c, *shape), compression="gzip", compression_opts=4,
+                                                    shuffle=True)
+                    for name, (shape, dtype) in shapes.items()}
+        return self
+
+    def write(self, cloud: PointCloud) -> None:
+        if cloud.max_particles != self.max_particles:
+            raise ValueError(f"batch has {cloud.max_particles} particle slots, the file {self.max_particles}")
+        m = len(cloud)
+        for name, ds in self._ds.items():
+            ds.resize(self.n + m, axis=0)
+            ds[self.n:self.n + m] = getattr(cloud, name)
+        self.n += m
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                for k, v in {**self.attrs, "n_events": self.n}.items():
+                    self._file.attrs[k] = json.dumps(v, sort_keys=True, default=_json_default)
+        finally:
+            self._file.close()
+        return self._atomic.__exit__(exc_type, exc, tb)
+
+
+def generated_attrs(path) -> dict:
+    import h5py
+
+    with _open_generated(path) as f:
+        return {k: json.loads(v) for k, v in f.attrs.items()}
+
+
+def _open_generated(path):
+    import h5py
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist", "run the sampling stage that produces it")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise InputError(path, f"not a readable HDF5 file ({e})", "delete it and rerun the sampling stage") from e
+    missing = [n for n in GENERATED_DATASETS if n not in f]
+    if missing:
+        f.close()
+        raise InputError(path, f"dataset(s) {missing} missing (has: {list(f)})",
+                         "regenerate it with this version of the workflow", field=missing[0])
+    return f
+
+
+def read_generated(path, start: int = 0, stop: int | None = None) -> PointCloud:
+    """Events ``start:stop`` of a generated-background HDF5 (all by default)."""
+    with _open_generated(path) as f:
+        cloud = PointCloud(*(f[n][start:stop] for n in GENERATED_DATASETS))
+    check_finite(cloud, path)
+    return cloud
+
+
+def iter_generated(path, batch_size: int):
+    """Yield the events of a generated-background HDF5 in batches (constant memory)."""
+    with _open_generated(path) as f:
+        n = len(f["mjj"])
+        for i in range(0, n, batch_size):
+            yield PointCloud(*(f[k][i:i + batch_size] for k in GENERATED_DATASETS))
+
+
+# --------------------------------------------------------------------------------------------- pre-processing
+
+class JetTransform:
+    """Invertible jet pre-processing: (log pt/m_jj, eta, phi, log m/m_jj, n) standardised.
+
+    Statistics are shared by the two jets (one per feature), so the transform
+    commutes with swapping them. ``mjj_condition`` maps log m_jj linearly to
+    [-1, 1] over the range seen in ``fit``.
+    """
+
+    M_FLOOR = 1.0  # GeV: jet masses are >= 0; log of m + 1 GeV stays finite
+
+    def __init__(self):
+        self.mean = self.std = None
+        self.log_mjj_range = None
+
+    def _raw(self, jets, mjj):
+        jets = np.asarray(jets, np.float64)
+        mjj = np.asarray(mjj, np.float64)[:, None]
+        pt, eta, phi, m, n = (jets[..., i] for i in range(5))
+        return np.stack([np.log(pt / mjj), eta, phi, np.log((m + self.M_FLOOR) / mjj), n], axis=-1)
+
+    def fit(self, jets: np.ndarray, mjj: np.ndarray) -> "JetTransform":
+        raw = self._raw(jets, mjj).reshape(-1, 5)
+        self.mean = raw.mean(0)
+        self.std = np.where(raw.std(0) > 0, raw.std(0), 1.0)
+        lm = np.log(np.asarray(mjj, np.float64))
+        self.log_mjj_range = [float(lm.min()), float(lm.max())]
+        return self
+
+    def transform(self, jets: np.ndarray, mjj: np.ndarray) -> np.ndarray:
+        return ((self._raw(jets, mjj) - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, x: np.ndarray, mjj: np.ndarray) -> np.ndarray:
+        """Jets (N, 2, 5) from transformed values; n rounded to an integer >= 1, m >= 0."""
+        raw = np.asarray(x, np.float64) * self.std + self.mean
+        mjj = np.asarray(mjj, np.float64)[:, None]
+        out = np.stack([np.exp(raw[..., 0]) * mjj, raw[..., 1], np.mod(raw[..., 2] + np.pi, 2 * np.pi) - np.pi,
+                        np.maximum(np.exp(raw[..., 3]) * mjj - self.M_FLOOR, 0.0),
+                        np.maximum(np.rint(raw[..., 4]), 1.0)], axis=-1)
+        return out.astype(np.float32)
+
+    def mjj_condition(self, mjj: np.ndarray) -> np.ndarray:
+        lo, hi = self.log_mjj_range
+        return (2 * (np.log(np.asarray(mjj, np.float64)) - lo) / max(hi - lo, 1e-12) - 1).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "log_mjj_range": self.log_mjj_range}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "JetTransform":
+        t = cls()
+        t.mean, t.std, t.log_mjj_range = np.asarray(d["mean"]), np.asarray(d["std"]), list(d["log_mjj_range"])
+        return t
+
+
+class ParticleTransform:
+    """Invertible constituent pre-processing: (log(1 - pT_rel), deta, dphi) standardised over real particles."""
+
+    PT_REL_MAX = 1 - 1e-6
+
+    def __init__(self):
+        self.mean = self.std = None
+
+    @classmethod
+    def _raw(cls, particles):
+        p = np.asarray(particles, np.float64)
+        return np.stack([np.log1p(-np.clip(p[..., 0], 0.0, cls.PT_REL_MAX)), p[..., 1], p[..., 2]], axis=-1)
+
+    def fit(self, particles: np.ndarray, mask: np.ndarray) -> "ParticleTransform":
+        raw = self._raw(particles)[np.asarray(mask, bool)]
+        if len(raw) == 0:
+            raise ValueError("no particles to fit the pre-processing on")
+        self.mean = raw.mean(0)
+        self.std = np.where(raw.std(0) > 0, raw.std(0), 1.0)
+        return self
+
+    def transform(self, particles: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Transformed particles; padded slots are 0."""
+        out = (self._raw(particles) - self.mean) / self.std
+        return np.where(np.asarray(mask, bool)[..., None], out, 0.0).astype(np.float32)
+
+    def inverse(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raw = np.asarray(x, np.float64) * self.std + self.mean
+        out = np.stack([-np.expm1(np.minimum(raw[..., 0], 0.0)), raw[..., 1],
+                        np.mod(raw[..., 2] + np.pi, 2 * np.pi) - np.pi], axis=-1)
+        return np.where(np.asarray(mask, bool)[..., None], out, 0.0).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ParticleTransform":
+        t = cls()
+        t.mean, t.std = np.asarray(d["mean"]), np.asarray(d["std"])
+        return t
