@@ -331,6 +331,81 @@ def latent_check_params(wildcards):
                       sort_keys=True)
 
 
+# ---------------------------------------------------------------- point-cloud branches
+# Generators of whole events (flow matching; diffusion to come) share the
+# point-cloud classifier, its fidelity checks and the feature figures
+# (rules/classify.smk). Each (study, injection, seed) trains its own generator
+# in its sidebands.
+POINTCLOUD = config["pointcloud"]
+GENERATORS = ("flow_matching",)
+PC_METHODS = (*GENERATORS, "idealised_pointcloud")
+
+
+def enabled_generators():
+    return [g for g in GENERATORS if g in enabled_methods()]
+
+
+def generator_params(generator):
+    """A params function: the settings of a generator's training and sampling (one string for all its rules)."""
+
+    def params(wildcards):
+        s = config["methods"][generator]
+        return json.dumps({**{k: v for k, v in s.items() if k != "enabled"},
+                           "max_particles": POINTCLOUD["max_particles"], "study": wildcards.study,
+                           "injection": int(wildcards.inj), "seed": int(wildcards.seed), "generator": generator},
+                          sort_keys=True)
+
+    return params
+
+
+def sampling_region(wildcards):
+    """``{region}`` of a samples file: "" for the SR (samples.h5), "_sb" for the sidebands (samples_sb.h5)."""
+    return "sb" if wildcards.region == "_sb" else "sr"
+
+
+def sampling_mjj_input(wildcards):
+    """Where a generator's m_jj values come from: the SR KDE draws, or the SB data (its validation background)."""
+    d = study_dir(wildcards.study, wildcards.inj, wildcards.seed)
+    return f"{d}/sb.parquet" if sampling_region(wildcards) == "sb" else f"{d}/sr_mjj.parquet"
+
+
+def pc_negative(wildcards):
+    """What the point-cloud classifier takes as background: a generator's SR samples, or true SR background."""
+    d = study_dir(wildcards.study, wildcards.inj, wildcards.seed)
+    if wildcards.pcmethod == "idealised_pointcloud":
+        return f"{d}/sr_background.parquet"
+    return f"{d}/{wildcards.pcmethod}/samples.h5"
+
+
+def pc_classifier_params(wildcards):
+    return json.dumps({"classifier": POINTCLOUD["classifier"], "max_particles": POINTCLOUD["max_particles"],
+                       "method": wildcards.pcmethod, "study": wildcards.study, "injection": int(wildcards.inj),
+                       "seed": int(wildcards.seed)}, sort_keys=True)
+
+
+def pc_check_dir(study):
+    """The study set the generator checks look at: the smallest injection (ideally 0), first seed."""
+    st = config["studies"][study]
+    return study_dir(study, min(st["injections"]), st["seeds"][0])
+
+
+def pc_check_inputs(wildcards):
+    d = pc_check_dir(wildcards.study)
+    g = wildcards.generator
+    return {"samples": f"{d}/{g}/samples.h5", "samples_sb": f"{d}/{g}/samples_sb.h5",
+            "sr_background": f"{d}/sr_background.parquet", "sb": f"{d}/sb.parquet"}
+
+
+def pc_check_params(wildcards):
+    from resonant.plots import label_of
+
+    st = config["studies"][wildcards.study]
+    return json.dumps({"classifier": POINTCLOUD["classifier"], "fidelity": POINTCLOUD["fidelity"],
+                       "max_particles": POINTCLOUD["max_particles"], "generator": wildcards.generator,
+                       "method": label_of(wildcards.generator), "injection": min(st["injections"]),
+                       "seed": st["seeds"][0], "title": f"{wildcards.study}: {st['signal']}"}, sort_keys=True)
+
+
 # ---------------------------------------------------------------- cross-study summary
 def all_metrics_files():
     return [f for study in config["studies"] for f in metrics_files_of(study)]
@@ -384,6 +459,8 @@ wildcard_constraints:
     config=r"[A-Za-z0-9_]+",
     enc=r"\d+",
     member=r"e\d+/f\d+",
+    generator="|".join(GENERATORS),
+    pcmethod="|".join(PC_METHODS),
 
 
 def reference_params(wildcards):
@@ -434,6 +511,9 @@ def report_targets():
         out.append("results/summary/required_injection.csv")
     for cfg in contrastive_configs():
         out.append(f"{DATA}/contrastive/{cfg}/latent.png")
+    for g in enabled_generators():
+        out += [f"results/{study}/summary/{g}_{kind}" for study in config["studies"]
+                for kind in ("fidelity.json", "jets.png", "particles.png")]
     if "vae" in enabled_methods():
         out += [f"results/{study}/summary/vae_characterisation.json" for study in config["studies"]]
     return out

@@ -26,9 +26,17 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, sett
     ``score_sets`` maps names to feature arrays of events no fold trained on
     (the test set, the sideband data): each is scored by the mean of the fold models.
     Returns {"scores": {name: (n_ensemble, n) array},
+             "one_fold": {name: (n_ensemble, n) array}: each event scored by the model of one fold only
+                 (assigned at random, balanced, seeded), the construction of the out-of-fold data scores,
              "data_oof", "bkg_oof": (n_ensemble, n) out-of-fold scores of the data and background events,
              "history": per-model histories}.
     For fold k: train on the other folds but fold k+1, stop early on fold k+1.
+
+    Scores to be compared with ``data_oof`` (e.g. a common cut on SR data and
+    sidebands) must come from ``one_fold``: the mean of k fold models is a
+    smoother function with a narrower score distribution than one model's
+    out-of-fold score, so a common top-x% cut would keep a larger fraction of
+    the out-of-fold events even when both sets have one distribution.
     """
     k = settings["folds"]
     rng = np.random.default_rng([seed, 11])
@@ -37,6 +45,9 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, sett
     fold = np.concatenate([rng.permutation(np.arange(len(X_data)) % k), rng.permutation(np.arange(len(X_bkg)) % k)])
     n_ens = settings["n_ensemble"]
     scores = {name: np.zeros((n_ens, len(x))) for name, x in score_sets.items()}
+    one_fold = {name: np.zeros((n_ens, len(x))) for name, x in score_sets.items()}
+    assign = {name: np.random.default_rng([seed, 13, i]).permutation(np.arange(len(x)) % k)
+              for i, (name, x) in enumerate(score_sets.items())}
     oof = np.zeros((n_ens, len(X)))
     history = []
     for e in range(n_ens):
@@ -47,13 +58,15 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, sett
                                   n_jobs=n_jobs)
             bdt.fit(X[tr], y[tr], X[va], y[va])
             for name, x in score_sets.items():
-                scores[name][e] += bdt.predict(x) / k
+                pred = bdt.predict(x)
+                scores[name][e] += pred / k
+                one_fold[name][e, assign[name] == f] = pred[assign[name] == f]
             oof[e, te] = bdt.predict(X[te])
             history.append({"member": e, "fold": f, **bdt.history})
             log.info("classifier %d/%d fold %d/%d: %d trees", e + 1, n_ens, f + 1, k,
                      bdt.history["best_iteration"] + 1)
     n = len(X_data)
-    return {"scores": scores, "data_oof": oof[:, :n], "bkg_oof": oof[:, n:], "history": history}
+    return {"scores": scores, "one_fold": one_fold, "data_oof": oof[:, :n], "bkg_oof": oof[:, n:], "history": history}
 
 
 def fidelity_auc(X_true: np.ndarray, X_generated: np.ndarray, settings: dict, seed: int,

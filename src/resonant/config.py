@@ -191,6 +191,30 @@ def _check_contrastive(config: dict) -> None:
                               "background_only: true if that is the intent")
 
 
+POINTCLOUD_METHODS = ("flow_matching", "idealised_pointcloud")
+
+
+def pointcloud_methods(config: dict) -> list[str]:
+    """The enabled methods that work on point clouds (jets and their constituents)."""
+    return [m for m in POINTCLOUD_METHODS if config["methods"].get(m, {}).get("enabled", False)]
+
+
+def _check_pointcloud(config: dict) -> None:
+    methods = pointcloud_methods(config)
+    if not methods:
+        return
+    ds = config["dataset"]
+    if ds["source"] == "lhco" and not ds["lhco"]["particles"]:
+        raise ConfigError(f"methods.{methods[0]}", "the point-cloud branches need jet constituents, but the data are "
+                          "the LHCO features file only", "give dataset.lhco.particles or set "
+                          + " and ".join(f"methods.{m}.enabled: false" for m in methods))
+    cap = config["selection"]["max_constituents"]
+    if config["pointcloud"]["max_particles"] > cap:
+        raise ConfigError("pointcloud.max_particles", f"{config['pointcloud']['max_particles']} particles per jet "
+                          f"asked, but the jets keep only selection.max_constituents = {cap}",
+                          "lower pointcloud.max_particles or raise selection.max_constituents")
+
+
 def check_semantics(config: dict) -> None:
     ds = config["dataset"]
     if ds["source"] == "generator":
@@ -260,3 +284,4 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(f"{key}.sr_background", f"shares add up to more than 1 ({fr})",
                               "make data + idealised + test <= 1")
     _check_contrastive(config)
+    _check_pointcloud(config)

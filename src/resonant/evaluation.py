@@ -155,32 +155,91 @@ def plot_turn_on(curves: dict, nominal: float, sample_cut: float, sr, sb, path) 
     plots.save(fig, path)
 
 
-def sculpting(mjj: np.ndarray, score: np.ndarray, efficiencies, bins) -> dict:
-    """m_jj shape of all data and after cuts keeping the highest-score fraction ``eff`` of it.
+def _merge_bins(n_all: np.ndarray, eff: float, min_expected: float) -> np.ndarray:
+    """Group index of each bin: adjacent bins merged (left to right) until the expected numbers of
+    passing and failing events, eff N and (1 - eff) N, both reach ``min_expected``; a short tail
+    joins the last group."""
+    group = np.zeros(len(n_all), dtype=int)
+    g, acc = 0, 0.0
+    need = min_expected / max(min(eff, 1.0 - eff), 1e-12)
+    for i, n in enumerate(n_all):
+        group[i] = g
+        acc += n
+        if acc >= need:
+            g, acc = g + 1, 0.0
+    if acc < need and g > 0:  # the tail did not reach it: merge it into the previous group
+        group[group == g] = g - 1
+    return group
 
-    For each cut: the chi2/ndf of the normalised after-cut histogram against
-    the normalised inclusive one (Poisson errors of both), and its p-value.
+
+def pass_fraction_test(x: np.ndarray, passed: np.ndarray, edges, min_expected: float = 5.0) -> dict:
+    """Is the fraction of events passing a cut the same in every bin of ``x``?
+
+    The events passing are a subset of all events, so the after-cut
+    histogram is not independent of the inclusive one: under "no sculpting"
+    the number passing in bin i is binomial, k_i ~ Bin(N_i, eps), with eps the
+    global pass fraction. The statistic is Pearson's chi2 of the 2 x B table
+    (pass/fail x bin), sum_i (k_i - eps N_i)^2 / (N_i eps (1 - eps)), with B - 1
+    degrees of freedom (eps is estimated from the same events); bins are
+    merged until eps N_i and (1 - eps) N_i are at least ``min_expected``.
+    Returns the chi2, ndf, p-value, eps, and per original bin N_i, k_i.
     """
     from scipy.stats import chi2 as chi2_dist
 
+    x, passed = np.asarray(x), np.asarray(passed, dtype=bool)
+    n_all, edges = np.histogram(x, edges)
+    n_pass, _ = np.histogram(x[passed], edges)
+    total = int(n_all.sum())
+    eff = float(n_pass.sum() / total) if total else float("nan")
+    out = {"n": total, "n_pass": int(n_pass.sum()), "pass_fraction": eff, "all": n_all, "hist": n_pass}
+    if not total or eff in (0.0, 1.0):
+        return {**out, "chi2": float("nan"), "ndf": 0, "p_value": float("nan")}
+    group = _merge_bins(n_all, eff, min_expected)
+    N = np.bincount(group, weights=n_all)
+    K = np.bincount(group, weights=n_pass)
+    ok = N > 0
+    chi2 = float(np.sum((K[ok] - eff * N[ok]) ** 2 / (N[ok] * eff * (1.0 - eff))))
+    ndf = int(ok.sum()) - 1
+    p = float(chi2_dist.sf(chi2, ndf)) if ndf > 0 else float("nan")
+    return {**out, "chi2": chi2, "ndf": ndf, "p_value": p}
+
+
+def sculpting(mjj: np.ndarray, score: np.ndarray, efficiencies, bins, region=None) -> dict:
+    """Does a cut keeping the highest-score fraction ``eff`` of the events change their m_jj shape?
+
+    For each cut, :func:`pass_fraction_test` over all events (the pass
+    fraction per m_jj bin against the global one). With ``region`` (per-event
+    labels, e.g. "sr"/"sb") the same test within each region, with that
+    region's own pass fraction, and each region's pass fraction: a step in the
+    pass fraction at the SR edges sculpts a bump without changing the shape
+    inside either region.
+    """
+    mjj, score = np.asarray(mjj), np.asarray(score)
     h_all, edges = np.histogram(mjj, bins)
     out = {"edges": edges, "all": h_all, "cuts": {}}
-    p_all = h_all / max(h_all.sum(), 1)
+    labels = None if region is None else np.asarray(region, dtype=object)
     for eff in efficiencies:
-        thr = np.quantile(score, 1 - eff)
-        h, _ = np.histogram(mjj[score >= thr], edges)
-        n = max(h.sum(), 1)
-        ok = (h_all > 0)
-        var = h[ok] / n**2 + h_all[ok] / max(h_all.sum(), 1) ** 2
-        var = np.where(var > 0, var, 1.0 / n**2)
-        chi2 = float(np.sum((h[ok] / n - p_all[ok]) ** 2 / var))
-        ndf = int(ok.sum()) - 1
-        out["cuts"][eff] = {"hist": h, "chi2": chi2, "ndf": ndf, "p_value": float(chi2_dist.sf(chi2, max(ndf, 1)))}
+        thr = float(np.quantile(score, 1 - eff))
+        passed = score >= thr
+        res = pass_fraction_test(mjj, passed, edges)
+        res["threshold"] = thr
+        if labels is not None:
+            res["regions"] = {str(r): {k: v for k, v in pass_fraction_test(mjj[labels == r], passed[labels == r],
+                                                                          edges).items()
+                                       if k not in ("all", "hist")}
+                              for r in sorted(set(labels))}
+        out["cuts"][eff] = res
     return out
 
 
-def plot_sculpting(mjj, score, sr, sb, path, efficiencies=(0.2, 0.05), title=None) -> dict:
-    res = sculpting(mjj, score, efficiencies, np.linspace(sb[0], sb[1], 28))
+def sculpting_summary(res: dict) -> dict:
+    """The JSON-able numbers of :func:`sculpting` (no per-bin histograms), by cut."""
+    drop = ("all", "hist")
+    return {str(e): {k: v for k, v in c.items() if k not in drop} for e, c in res["cuts"].items()}
+
+
+def plot_sculpting(mjj, score, sr, sb, path, efficiencies=(0.2, 0.05), title=None, region=None) -> dict:
+    res = sculpting(mjj, score, efficiencies, np.linspace(sb[0], sb[1], 28), region=region)
     edges = res["edges"]
     import matplotlib.pyplot as plt
     import mplhep as hep
@@ -193,17 +252,22 @@ def plot_sculpting(mjj, score, sr, sb, path, efficiencies=(0.2, 0.05), title=Non
         dens = c["hist"] / n / np.diff(edges)
         err = np.sqrt(c["hist"]) / n / np.diff(edges)
         hep.histplot(dens, edges, yerr=err, ax=ax,
-                     label=f"top {eff:.0%}: $\\chi^2$/ndf = {c['chi2']:.1f}/{c['ndf']}, p = {c['p_value']:.2f}")
+                     label=f"top {eff:.0%}: $\\chi^2$/ndf = {c['chi2']:.1f}/{c['ndf']}, p = {c['p_value']:.2g}")
+        # pass fraction per bin over the global one, binomial errors
+        eps = c["pass_fraction"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            hep.histplot(dens / ref, edges, yerr=err / ref, ax=rax)
+            frac = np.where(res["all"] > 0, c["hist"] / res["all"], np.nan)
+            ferr = np.sqrt(eps * (1 - eps) / res["all"])
+            hep.histplot(frac / eps, edges, yerr=ferr / eps, ax=rax)
     ax.axvspan(*sr, color="grey", alpha=0.15, label="SR")
     ax.set_yscale("log")
     ax.set_ylabel("Density")
     ax.legend(fontsize=11)
     plots._tag(ax, title)
     rax.axhline(1, color="k", lw=1)
+    rax.axvspan(*sr, color="grey", alpha=0.15)
     rax.set_ylim(0, 3)
-    rax.set_ylabel("cut / all", fontsize=14)
+    rax.set_ylabel("pass fraction\n/ global", fontsize=14)
     rax.set_xlabel("$m_{jj}$ [GeV]")
     plots.save(fig, path)
     return res

@@ -20,6 +20,9 @@ METHOD_LABELS = {
     "idealised": "Idealised AD",
     "cathode": "CATHODE (classic)",
     "vae": "VAE (KL score)",
+    "flow_matching": "Flow matching (full phase space)",
+    "diffusion": "Diffusion (full phase space)",
+    "idealised_pointcloud": "Idealised AD (point cloud)",
     "random": "Random",
 }
 
@@ -91,6 +94,29 @@ def _versus_injection_panel(ax, table, metric: str, ylabel: str, xlabel: str):
     ax.legend(fontsize=14)
 
 
+def _hist_panel(ax, rax, samples: dict, bins, density=True, ratio_to=None, legend=True):
+    """Step histograms of several samples on ``ax``; their ratio to ``samples[ratio_to]`` on ``rax``."""
+    counts = {}
+    edges = None
+    for name, values in samples.items():
+        h, edges = np.histogram(values, bins=bins)
+        norm = h.sum() * np.diff(edges) if density and h.sum() else 1.0
+        counts[name] = (h / norm, np.sqrt(h) / norm)
+        hep.histplot(h / norm, edges, yerr=np.sqrt(h) / norm, ax=ax, label=f"{name} ({len(values)})")
+    ax.set_ylabel("Density" if density else "Events")
+    if legend:
+        ax.legend(fontsize=12)
+    if rax is not None and ratio_to is not None:
+        ref, _ = counts[ratio_to]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name, (h, err) in counts.items():
+                if name != ratio_to:
+                    hep.histplot(h / ref, edges, yerr=err / ref, ax=rax)
+        rax.axhline(1, color="k", lw=1)
+        rax.set_ylim(0.5, 1.5)
+        rax.set_ylabel(f"/ {ratio_to}", fontsize=12)
+
+
 def histograms(samples: dict, bins, xlabel: str, path, density=True, logy=False, title=None, shade=None,
                ratio_to=None):
     """Step histograms of several samples; optional shaded x-range and ratio panel to one sample."""
@@ -98,32 +124,41 @@ def histograms(samples: dict, bins, xlabel: str, path, density=True, logy=False,
         fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     else:
         fig, ax = plt.subplots(figsize=(8, 6.5))
-    counts = {}
-    for name, values in samples.items():
-        h, edges = np.histogram(values, bins=bins)
-        norm = h.sum() * np.diff(edges) if density and h.sum() else 1.0
-        counts[name] = (h / norm, np.sqrt(h) / norm)
-        hep.histplot(h / norm, edges, yerr=np.sqrt(h) / norm, ax=ax, label=f"{name} ({len(values)})")
+        rax = None
+    _hist_panel(ax, rax, samples, bins, density=density, ratio_to=ratio_to, legend=False)
     if shade is not None:
         ax.axvspan(*shade, color="grey", alpha=0.15, label="SR")
     if logy:
         ax.set_yscale("log")
-    ax.set_ylabel("Density" if density else "Events")
     ax.legend(fontsize=12)
     _tag(ax, title)
-    if ratio_to is not None:
-        ref, ref_err = counts[ratio_to]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for name, (h, err) in counts.items():
-                if name == ratio_to:
-                    continue
-                hep.histplot(h / ref, edges, yerr=err / ref, ax=rax)
-        rax.axhline(1, color="k", lw=1)
-        rax.set_ylim(0.5, 1.5)
-        rax.set_ylabel(f"/ {ratio_to}", fontsize=14)
-        rax.set_xlabel(xlabel)
-    else:
-        ax.set_xlabel(xlabel)
+    (rax if rax is not None else ax).set_xlabel(xlabel)
+    save(fig, path)
+
+
+def feature_grid(panels: list, path, ratio_to: str, ncols: int = 5, title=None):
+    """A grid of histogram panels with ratio panels below, one per feature.
+
+    ``panels`` is a list of (xlabel, {sample name: values}, bins); every panel
+    draws each sample's density and its ratio to ``ratio_to`` (e.g. generated
+    over true). Rows of ``ncols`` panels.
+    """
+    nrows = -(-len(panels) // ncols)
+    fig = plt.figure(figsize=(4.2 * ncols, 4.6 * nrows))
+    grid = fig.add_gridspec(2 * nrows, ncols, height_ratios=[3, 1] * nrows, hspace=0.08, wspace=0.35)
+    for k, (xlabel, samples, bins) in enumerate(panels):
+        r, c = divmod(k, ncols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        rax = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+        _hist_panel(ax, rax, samples, bins, ratio_to=ratio_to, legend=k == 0)
+        ax.tick_params(labelbottom=False, labelsize=10)
+        rax.tick_params(labelsize=10)
+        ax.yaxis.label.set_size(12)
+        rax.set_xlabel(xlabel, fontsize=13)
+        if k == 0:
+            ax.legend(fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=16, y=1.0)
     save(fig, path)
 
 

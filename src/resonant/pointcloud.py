@@ -329,3 +329,44 @@ class ParticleTransform:
         t = cls()
         t.mean, t.std = np.asarray(d["mean"]), np.asarray(d["std"])
         return t
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+JET_LABELS = {"pt": r"$p_T$ [GeV]", "eta": r"$\eta$", "phi": r"$\phi$", "m": r"$m$ [GeV]", "n": "constituents"}
+PARTICLE_LABELS = {"pt_rel": r"$\log_{10} p_T^{rel}$", "deta": r"$\Delta\eta$", "dphi": r"$\Delta\phi$"}
+
+
+def _bins(reference: np.ndarray, n_bins: int = 40, integer: bool = False) -> np.ndarray:
+    lo, hi = np.quantile(reference, [0.005, 0.995]) if len(reference) else (0.0, 1.0)
+    if integer:
+        lo, hi = np.floor(lo) - 0.5, np.ceil(hi) + 0.5
+        step = max(1.0, np.ceil((hi - lo) / n_bins))
+        return np.arange(lo, hi + step, step)
+    return np.linspace(lo, hi if hi > lo else lo + 1.0, n_bins + 1)
+
+
+def jet_panels(samples: dict, reference: str, region: str) -> list:
+    """Panels (xlabel, {name: values}, bins) of every jet feature of both jets, for :func:`plots.feature_grid`."""
+    out = []
+    for j, jet in enumerate(("leading", "sub-leading")):
+        for f, name in enumerate(JET_FIELDS):
+            values = {k: c.jets[:, j, f] for k, c in samples.items()}
+            out.append((f"{region} {jet} jet {JET_LABELS[name]}", values,
+                        _bins(values[reference], integer=name == "n")))
+    return out
+
+
+def particle_panels(samples: dict, reference: str, region: str) -> list:
+    """Panels of the constituents of both jets (real particles only) and of the multiplicity within the cap."""
+    out = []
+    for f, name in enumerate(PARTICLE_FIELDS):
+        values = {}
+        for k, c in samples.items():
+            v = c.particles[..., f][c.mask]
+            values[k] = np.log10(np.maximum(v, 1e-6)) if name == "pt_rel" else v
+        out.append((f"{region} {PARTICLE_LABELS[name]}", values, _bins(values[reference])))
+    counts = {k: c.mask.sum(-1).ravel() for k, c in samples.items()}
+    out.append((f"{region} particles per jet (cap {samples[reference].max_particles})", counts,
+                _bins(counts[reference], integer=True)))
+    return out

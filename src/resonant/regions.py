@@ -82,6 +82,12 @@ def select_split(table: pa.Table, name: str) -> pa.Table:
     return table.filter(pc.equal(table.column("split"), name))
 
 
+def validation_background(table: pa.Table) -> pa.Table:
+    """The true-background events of a study set's validation split (a reference for generator checks)."""
+    val = select_split(table, "val")
+    return val.filter(pc.equal(val.column("label"), 0))
+
+
 def _sorted_indices(mask: np.ndarray, event_id: np.ndarray) -> np.ndarray:
     idx = np.flatnonzero(mask)
     return idx[np.argsort(event_id[idx], kind="stable")]

@@ -38,15 +38,17 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def fit(model: torch.nn.Module, loss_fn, train: tuple, val: tuple, *, epochs: int, batch_size: int, lr: float,
         patience: int, keep_best: int = 1, weight_decay: float = 0.0, grad_clip: float | None = None,
-        seed: int = 0, name: str = "model"):
+        seed: int = 0, name: str = "model", optimizer=None):
     """Minimise ``loss_fn(model, *batch)`` (mean over the batch) with Adam(W).
 
     ``train`` and ``val`` are tuples of tensors with the same first dimension.
+    ``optimizer``: a ``torch.optim.Optimizer`` class (or factory) called as
+    ``optimizer(parameters, lr=lr, weight_decay=weight_decay)``; AdamW by default.
     Stops when the validation loss has not improved for ``patience`` epochs.
     Returns (state dicts of the ``keep_best`` lowest-validation-loss epochs, History).
     """
     gen = seed_everything(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = (optimizer or torch.optim.AdamW)(model.parameters(), lr=lr, weight_decay=weight_decay)
     n = len(train[0])
     hist = History()
     best: list[tuple[float, int, dict]] = []
