@@ -125,7 +125,7 @@ def test_contrastive_needs_simulation_and_sane_configurations(laptop_config):
     cfg["simulation"]["processes"]["qcd"]["model"] = "qcd_dijit"
     check(cfg, "simulation.processes.qcd.model", "qcd_dijet")
     cfg = copy.deepcopy(laptop_config)
-    cfg["methods"]["contrastive"]["configurations"]["IP"]["exclude"] = ["wprime_xy_500"]
+    cfg["methods"]["contrastive"]["configurations"]["IP"] = {"exclude": ["wprime_xy_500"]}
     check(cfg, "methods.contrastive.configurations.IP.exclude", "neither a simulation process")
     cfg = copy.deepcopy(laptop_config)
     cfg["simulation"]["processes"] = {k: v for k, v in cfg["simulation"]["processes"].items()
@@ -145,8 +145,29 @@ def test_contrastive_needs_simulation_and_sane_configurations(laptop_config):
 def test_contrastive_training_processes(laptop_config):
     from resonant.config import contrastive_training_processes
 
+    laptop_config["methods"]["contrastive"]["configurations"].update(
+        IP={"exclude": ["wprime_xy_500_100"]}, EP={"exclude": ["wprime_xy"]})
     cfg = validate_config(laptop_config)
     ip = contrastive_training_processes(cfg, "IP")
     assert "wprime_xy_500_100" not in ip and ip["wprime_xy_300_300"] == "wprime_xy"
     assert not any(g == "wprime_xy" for g in contrastive_training_processes(cfg, "EP").values())
     assert set(contrastive_training_processes(cfg, "bkg").values()) == {"qcd_dijet", "sm_ttbar", "sm_vjet"}
+
+
+def test_point_cloud_branches_need_constituents_within_the_cap(laptop_config, tmp_path):
+    import copy
+
+    cfg = copy.deepcopy(laptop_config)
+    cfg["pointcloud"]["max_particles"] = cfg["selection"]["max_constituents"] + 1
+    check(cfg, "pointcloud.max_particles", "max_constituents")
+    cfg = copy.deepcopy(laptop_config)
+    features = tmp_path / "features.h5"
+    features.write_bytes(b"")
+    cfg["dataset"] = {"name": "lhco", "source": "lhco", "lhco": {"features": str(features)}}
+    cfg["studies"]["lhco-analogue"]["signal"] = "wprime_lhco"
+    cfg["methods"]["contrastive"]["enabled"] = False
+    check(cfg, "methods.flow_matching", "features file only")
+    cfg["methods"]["flow_matching"]["enabled"] = False
+    check(cfg, "methods.idealised_pointcloud", "features file only")
+    cfg["methods"]["idealised_pointcloud"]["enabled"] = False
+    validate_config(cfg)
