@@ -169,5 +169,5 @@ def test_point_cloud_branches_need_constituents_within_the_cap(laptop_config, tm
     check(cfg, "methods.flow_matching", "features file only")
     cfg["methods"]["flow_matching"]["enabled"] = False
     check(cfg, "methods.idealised_pointcloud", "features file only")
-    cfg["methods"]["idealised_pointcloud"]["enabled"] = False
+    cfg["methods"]["idealised_pointcloud"] = {"enabled": False}
     validate_config(cfg)
