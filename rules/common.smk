@@ -352,7 +352,8 @@ def generator_params(generator):
         s = config["methods"][generator]
         return json.dumps({**{k: v for k, v in s.items() if k != "enabled"},
                            "max_particles": POINTCLOUD["max_particles"], "study": wildcards.study,
-                           "injection": int(wildcards.inj), "seed": int(wildcards.seed), "generator": generator},
+                           "injection": int(wildcards.inj), "seed": int(wildcards.seed), "generator": generator,
+                           "kde_oversampling": config["studies"][wildcards.study]["mjj_kde"]["oversampling"]},
                           sort_keys=True)
 
     return params

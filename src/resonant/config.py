@@ -208,6 +208,16 @@ def _check_pointcloud(config: dict) -> None:
         raise ConfigError(f"methods.{methods[0]}", "the point-cloud branches need jet constituents, but the data are "
                           "the LHCO features file only", "give dataset.lhco.particles or set "
                           + " and ".join(f"methods.{m}.enabled: false" for m in methods))
+    fm = config["methods"].get("flow_matching", {})
+    if fm.get("enabled", False):
+        want = fm["sampling"]["oversampling"]
+        for sname, st in config["studies"].items():
+            have = st["mjj_kde"]["oversampling"]
+            if want > have:
+                raise ConfigError("methods.flow_matching.sampling.oversampling",
+                                  f"{want} generated events per SR event asked, but study '{sname}' draws only "
+                                  f"{have} SR m_jj values per SR event",
+                                  f"lower it, or raise studies.{sname}.mjj_kde.oversampling")
     cap = config["selection"]["max_constituents"]
     if config["pointcloud"]["max_particles"] > cap:
         raise ConfigError("pointcloud.max_particles", f"{config['pointcloud']['max_particles']} particles per jet "

@@ -26,8 +26,8 @@ scale): in the SR both classes share the m_jj distribution and the classifier
 must not learn it.
 
 Memory stays bounded at the published size (279 constituents per jet, a few
-hundred thousand events): the two classes are never concatenated, features are
-computed per batch, and forward passes without gradients run in chunks sized
+hundred thousand events): training never concatenates the two classes, features
+are computed per batch, and forward passes without gradients run in chunks sized
 from the number of constituent slots.
 """
 
@@ -123,7 +123,8 @@ class ClassifierInputs:
         mask = np.asarray(mask, bool)
         extra = np.where(mask[..., None], (self._extra_raw(particles) - self.extra_mean) / self.extra_std, 0.0)
         parts = np.concatenate([self.particle.transform(particles, mask), extra.astype(np.float32)], axis=-1)
-        return (torch.from_numpy(self.jet.transform(jets, mjj)), torch.from_numpy(parts), torch.from_numpy(mask))
+        return (torch.from_numpy(self.jet.transform(jets, mjj)), torch.from_numpy(parts),
+                torch.from_numpy(np.ascontiguousarray(mask)))
 
     def to_dict(self) -> dict:
         return {"jet": self.jet.to_dict(), "particle": self.particle.to_dict(),
@@ -144,16 +145,30 @@ def make_net(settings: dict) -> PCTransformer:
                          **{k: s[k] for k in ARCHITECTURE})
 
 
-def _chunk_events(max_particles: int, heads: int) -> int:
+def chunk_events(max_particles: int, heads: int) -> int:
     """Events per forward pass without gradients, bounding the tokens and attention entries held at once."""
     p = max(int(max_particles), 1)
     return max(1, min(TOKEN_BUDGET // (2 * p + 2), ATTENTION_BUDGET // (2 * heads * p * p)))
 
 
 def _logits(net: PCTransformer, jets, particles, mask, chunk: int) -> torch.Tensor:
-    """The network's logits, evaluated ``chunk`` events at a time."""
-    return torch.cat([net(jets[i:i + chunk], particles[i:i + chunk], mask[i:i + chunk])
+    """The network's logits (on its device), evaluated ``chunk`` events at a time."""
+    dev = next(net.parameters()).device
+    return torch.cat([net(*(t[i:i + chunk].to(dev) for t in (jets, particles, mask)))
                       for i in range(0, len(jets), chunk)])
+
+
+def by_multiplicity(mask: np.ndarray) -> np.ndarray:
+    """Event order by the larger constituent count of the two jets (stable).
+
+    Batches of consecutive events then need few padded slots: the passes without
+    gradients (validation, prediction) run in this order.
+    """
+    return np.argsort(np.asarray(mask).sum(-1).max(-1), kind="stable")
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -176,6 +191,10 @@ def _check_cloud(cloud, what: str, allow_empty: bool = False) -> None:
     # fast exact test (a float64 sum of float32 values cannot overflow); the slow one names the field
     if not all(np.isfinite(np.sum(getattr(cloud, k), dtype=np.float64)) for k in ("jets", "particles", "mjj")):
         check_finite(cloud, what)
+    for field, values in (("mjj", cloud.mjj), ("jets (pt)", cloud.jets[..., JET_FIELDS.index("pt")])):
+        if n and not np.all(values > 0):
+            raise InputError(what, f"{int(np.sum(values <= 0))} value(s) of {field} are not positive",
+                             "repair or remove those events at the source", field=field.split()[0])
 
 
 def _check_pair(a: PointCloud, b: PointCloud, names: tuple[str, str], min_events: int) -> None:
@@ -258,29 +277,34 @@ class PCClassifier:
     """A trained point-cloud classifier: the network, its input transforms, settings and history."""
 
     def __init__(self, net: PCTransformer, inputs: ClassifierInputs, settings: dict, history: dict | None = None):
-        self.net = net.eval()
+        self.net = net.eval()  # on any device: predict moves the inputs to it
         self.inputs = inputs
         self.settings = settings_with_defaults(settings)
         self.history = dict(history or {})
 
     @torch.no_grad()
     def predict(self, cloud: PointCloud, batch_size: int | None = None) -> np.ndarray:
-        """P(label 1) of every event (float64, (N,)); ``batch_size`` None sizes batches from the constituent slots."""
+        """P(label 1) of every event (float64, (N,)); ``batch_size`` None sizes batches from the constituent slots.
+
+        Events run in :func:`by_multiplicity` order; the result is in the input order.
+        """
         _check_cloud(cloud, "input", allow_empty=True)
-        chunk = _chunk_events(cloud.max_particles, self.settings["heads"])
+        chunk = chunk_events(cloud.max_particles, self.settings["heads"])
         batch_size = int(batch_size or chunk)
         self.net.eval()
+        order = by_multiplicity(cloud.mask)
         out = np.empty(len(cloud))
         for i in range(0, len(cloud), batch_size):
-            s = slice(i, i + batch_size)
-            x = self.inputs(cloud.jets[s], cloud.particles[s], cloud.mask[s], cloud.mjj[s])
-            out[s] = torch.sigmoid(_logits(self.net, *x, chunk)).double().numpy()
+            idx = order[i:i + batch_size]
+            x = self.inputs(cloud.jets[idx], cloud.particles[idx], cloud.mask[idx], cloud.mjj[idx])
+            out[idx] = torch.sigmoid(_logits(self.net, *x, chunk)).double().cpu().numpy()
         return out
 
     def save(self, path) -> None:
         """``path`` (.pt: weights, settings, input transforms, history) and ``path`` with suffix .json beside it."""
         path = Path(path)
-        payload = {"state_dict": self.net.state_dict(), "settings": self.settings, "inputs": self.inputs.to_dict(),
+        payload = {"state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                   "settings": self.settings, "inputs": self.inputs.to_dict(),
                    "history": self.history}
         with io.atomic_path(path, suffix=".tmp.pt") as tmp:
             torch.save(payload, tmp)
@@ -289,26 +313,30 @@ class PCClassifier:
                        "particle_features": ClassifierInputs.PARTICLE_FEATURES}, path.with_suffix(".json"))
 
     @classmethod
-    def load(cls, path) -> "PCClassifier":
+    def load(cls, path, device=None) -> "PCClassifier":
+        """The classifier saved at ``path``, on ``device`` (CPU by default)."""
         path = Path(path)
         if not path.exists():
             raise InputError(path, "file does not exist", "run the classifier training that produces it")
-        payload = torch.load(path, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
         net = make_net(payload["settings"])
         net.load_state_dict(payload["state_dict"])
+        net.to(device or "cpu")
         return cls(net, ClassifierInputs.from_dict(payload["inputs"]), payload["settings"], payload["history"])
 
 
 # --------------------------------------------------------------------------------------------- training
 
 def train_classifier(positive: PointCloud, negative: PointCloud, settings: dict | None = None, seed: int = 0,
-                     name: str = "classifier") -> tuple[PCClassifier, dict]:
+                     name: str = "classifier", device=None) -> tuple[PCClassifier, dict]:
     """Train ``positive`` (label 1, SR data) against ``negative`` (label 0, background).
 
     Each class is split at random (``val_fraction``) into training and
     validation events; the classes are weighted to the same total weight; Adamax
     with early stopping on the validation loss (``patience``), keeping the best
-    epoch. Deterministic for a fixed ``seed``. Returns (classifier, history).
+    epoch; one log line per epoch. Deterministic for a fixed ``seed`` (on a given
+    device). ``device``: where the network runs (default: CUDA if available, else
+    the CPU). Returns (classifier, history).
     """
     s = settings_with_defaults(settings)
     _check_pair(positive, negative, (POSITIVE, NEGATIVE), min_events=2)
@@ -321,19 +349,20 @@ def train_classifier(positive: PointCloud, negative: PointCloud, settings: dict 
     fit_rows = np.sort(rng.choice(train_rows, min(len(train_rows), ClassifierInputs.FIT_EVENTS), replace=False))
     inputs = ClassifierInputs().fit(pool.gather("jets", train_rows), pool.gather("mjj", train_rows),
                                     pool.gather("particles", fit_rows), pool.gather("mask", fit_rows))
+    val_rows = val_rows[by_multiplicity(pool.gather("mask", val_rows))]  # the order does not change the loss
     train, val = (_LabelledEvents(pool, rows, rows < n_pos, inputs) for rows in (train_rows, val_rows))
     log.info("%s: %d + %d training, %d + %d validation events (positive + negative), %d constituent slots, seed %d",
              name, len(pos_tr), len(neg_tr), len(pos_va), len(neg_va), positive.max_particles, seed)
 
-    chunk = _chunk_events(positive.max_particles, s["heads"])
+    chunk = chunk_events(positive.max_particles, s["heads"])
 
     def loss_fn(net, batch: _Batch) -> torch.Tensor:
         """Class-weighted binary cross-entropy, mean over the batch."""
         logits = _logits(net, batch.jets, batch.particles, batch.mask, chunk)
-        return F.binary_cross_entropy_with_logits(logits, batch.y, weight=batch.w)
+        return F.binary_cross_entropy_with_logits(logits, batch.y.to(logits.device), weight=batch.w.to(logits.device))
 
     loop.seed_everything(seed)  # the initial weights
-    net = make_net(s)
+    net = make_net(s).to(device or default_device())
     states, hist = loop.fit(net, loss_fn, (train,), (val,), epochs=s["epochs"], batch_size=s["batch_size"],
                             lr=s["lr"], patience=s["patience"], keep_best=1, seed=seed, name=name,
                             optimizer=torch.optim.Adamax)
@@ -353,10 +382,10 @@ def member_seeds(seed: int, n: int) -> list[int]:
 
 
 def train_ensemble(positive: PointCloud, negative: PointCloud, settings: dict | None = None, seed: int = 0,
-                   name: str = "classifier") -> list[tuple[PCClassifier, dict]]:
+                   name: str = "classifier", device=None) -> list[tuple[PCClassifier, dict]]:
     """``n_ensemble`` classifiers (:func:`train_classifier`) with seeds from :func:`member_seeds`."""
     s = settings_with_defaults(settings)
-    return [train_classifier(positive, negative, s, seed=k, name=f"{name}[{i}]")
+    return [train_classifier(positive, negative, s, seed=k, name=f"{name}[{i}]", device=device)
             for i, k in enumerate(member_seeds(seed, s["n_ensemble"]))]
 
 
@@ -369,22 +398,24 @@ def ensemble_scores(members, cloud: PointCloud, batch_size: int | None = None) -
 
 
 def fidelity_auc(generated: PointCloud, true: PointCloud, settings: dict | None = None, seed: int = 0,
-                 name: str = "fidelity") -> dict:
-    """AUC of a classifier of ``true`` (label 1) against ``generated`` (label 0) background.
+                 name: str = "fidelity", device=None) -> dict:
+    """AUC of classifiers of ``true`` (label 1) against ``generated`` (label 0) background.
 
-    Each sample is split at random into halves: one classifier (``n_ensemble``
-    is not used) trains and validates on the first halves, the AUC is measured
-    on the second ones, never on training events. 0.5 means the classifier
-    cannot tell the generated events from the true ones. Returns ``{"auc",
-    "n_train", "n_test"}`` (events of both samples in each half).
+    Each sample is split at random into halves: ``n_ensemble`` classifiers
+    (:func:`train_ensemble`) train and validate on the first halves, the AUC of
+    their mean score is measured on the second ones, never on training events.
+    0.5 means the classifiers cannot tell the generated events from the true
+    ones. Returns ``{"auc", "n_train", "n_test", "n_ensemble"}`` (events of both
+    samples in each half).
     """
     s = settings_with_defaults(settings)
     _check_pair(generated, true, ("generated", "true"), min_events=4)
     rng = np.random.default_rng(seed)
     (gen_tr, gen_te), (true_tr, true_te) = (_split(len(c), 0.5, rng) for c in (generated, true))
-    model, _ = train_classifier(true.take(true_tr), generated.take(gen_tr), s, seed=seed, name=name)
-    scores = np.r_[model.predict(true.take(true_te)), model.predict(generated.take(gen_te))]
+    members = train_ensemble(true.take(true_tr), generated.take(gen_tr), s, seed=seed, name=name, device=device)
+    test = PointCloud.concatenate([true.take(true_te), generated.take(gen_te)])
     labels = np.r_[np.ones(len(true_te)), np.zeros(len(gen_te))]
-    auc = float(roc_auc_score(labels, scores))
-    log.info("%s: AUC %.4f on %d held-out events", name, auc, len(labels))
-    return {"auc": auc, "n_train": int(len(gen_tr) + len(true_tr)), "n_test": int(len(labels))}
+    auc = float(roc_auc_score(labels, ensemble_scores(members, test).mean(1)))
+    log.info("%s: AUC %.4f on %d held-out events (%d classifiers)", name, auc, len(labels), len(members))
+    return {"auc": auc, "n_train": int(len(gen_tr) + len(true_tr)), "n_test": int(len(labels)),
+            "n_ensemble": len(members)}

@@ -1,9 +1,12 @@
 """Sample the flow-matching background: jets at the given m_jj, then each jet's particles.
 
-``--region sr``: m_jj are the SR KDE draws (sr_mjj.parquet); ``--region sb``:
+``--region sr``: m_jj are the SR KDE draws (sr_mjj.parquet), as many as
+``sampling.oversampling`` x the SR data; ``--region sb``:
 the m_jj of the sideband validation background (sb.parquet), the reference of
 the SB fidelity check. Streams batches into the generated-background HDF5.
 """
+
+import math
 
 from resonant import cli, io
 from resonant.flow_matching import JetFlow, ParticleFlow, generate
@@ -29,6 +32,8 @@ def main(argv=None):
     if args.region == "sb":
         table = validation_background(table)
     mjj = table.column("mjj").to_numpy()
+    if args.region == "sr":  # the KDE draws are kde_oversampling x the SR data: keep oversampling x
+        mjj = mjj[:math.ceil(len(mjj) * prm["sampling"]["oversampling"] / prm["kde_oversampling"])]
     jets, particles = JetFlow.load(args.jet_model), ParticleFlow.load(args.particle_model)
     s = prm["sampling"]
     attrs = {"generator": "flow_matching", "region": args.region, "params": prm}
