@@ -1,7 +1,8 @@
 """Weakly supervised k-fold classifiers: SR data vs background samples.
 
 Writes the test-set scores, the m_jj of all data with their scores (SR data
-out-of-fold, sideband data by the mean of the fold models) for the sculpting
+out-of-fold, sideband data each by one fold model, so
+that both regions' scores have the same spread) for the sculpting
 check, and the classifiers' training history.
 """
 
@@ -41,7 +42,7 @@ def main(argv=None):
         "event_id": pa.concat_arrays([sr.column("event_id").combine_chunks(), sb.column("event_id").combine_chunks()]),
         "mjj": np.r_[sr.column("mjj").to_numpy(), sb.column("mjj").to_numpy()].astype(np.float32),
         "region": pa.array(["sr"] * len(sr) + ["sb"] * len(sb)),
-        "score": np.r_[out["data_oof"].mean(0), out["scores"]["sb"].mean(0)].astype(np.float32),
+        "score": np.r_[out["data_oof"].mean(0), out["one_fold"]["sb"].mean(0)].astype(np.float32),
     })
     io.write_table(mjj, args.mjj_scores, metadata=prm)
     io.write_json({"params": prm, "history": out["history"]}, args.history)
