@@ -171,3 +171,14 @@ def test_point_cloud_branches_need_constituents_within_the_cap(laptop_config, tm
     check(cfg, "methods.idealised_pointcloud", "features file only")
     cfg["methods"]["idealised_pointcloud"] = {"enabled": False}
     validate_config(cfg)
+
+
+def test_generator_network_keys_are_checked(laptop_config):
+    import copy
+
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["flow_matching"]["jet_model"]["global_dim"] = 8  # EPiC only
+    check(cfg, "methods.flow_matching.jet_model.global_dim", "unknown key")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["flow_matching"]["particle_model"]["hiden"] = 8
+    check(cfg, "methods.flow_matching.particle_model.hiden", "did you mean 'hidden'")

@@ -19,6 +19,7 @@ from resonant.errors import InputError
 from resonant.models.attention import ClassAttentionBlock, SelfAttentionBlock, masked_mean
 from resonant.models.encoder import ContrastiveEncoder
 from resonant.train.distributed import cluster_from_env
+from resonant.train.schedule import lr_factor
 
 from conftest import ROOT, fake_jets
 
@@ -309,10 +310,10 @@ def test_kl_loss():
 
 
 def test_lr_schedule():
-    f = [C.lr_factor(i, 10, 100) for i in range(100)]
+    f = [lr_factor(i, 10, 100) for i in range(100)]
     assert f[0] < f[5] < f[9] < f[10] == 1.0  # linear warm-up, then the peak
     assert all(a >= b for a, b in zip(f[10:], f[11:]))  # cosine decay
-    assert f[-1] < 0.01 and C.lr_factor(100, 10, 100) == 0.0
+    assert f[-1] < 0.01 and lr_factor(100, 10, 100) == 0.0
 
 
 # ------------------------------------------------------------------------------------------ sampler

@@ -54,16 +54,16 @@ def _key(path) -> str:
 
 def _known_keys(schema: dict, root: dict, path) -> list[str]:
     """The allowed property names of the sub-schema that rejected a key."""
-    props = schema.get("properties")
-    if props is None and "$ref" in schema:
+    props = dict(schema.get("properties") or {})
+    if "$ref" in schema:  # a referenced definition, possibly extended here (unevaluatedProperties)
         ref = schema["$ref"].split("/")[-1]
-        props = root["$defs"][ref].get("properties")
-    return sorted(props or [])
+        props.update(root["$defs"][ref].get("properties") or {})
+    return sorted(props)
 
 
 def _explain(error: jsonschema.ValidationError, root: dict) -> ConfigError:
     key = _key(error.absolute_path)
-    if error.validator == "additionalProperties":
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
         known = _known_keys(error.schema, root, error.absolute_path)
         extra = sorted(set(error.instance) - set(known)) if isinstance(error.instance, dict) else []
         bad = extra[0] if extra else "?"

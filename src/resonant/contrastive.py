@@ -41,6 +41,7 @@ from .errors import InputError
 from .features import EPS
 from .models.encoder import ContrastiveEncoder
 from .pointcloud import NO_CONSTITUENTS_FIX, leading_constituents
+from .train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -330,15 +331,6 @@ class _TokenData(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------------------- training
-
-def lr_factor(step: float, warmup: float, total: float) -> float:
-    """Linear warm-up over ``warmup`` units, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / (warmup + 1)
-    if total <= warmup:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
-
 
 class EncoderModule(L.LightningModule):
     """The encoder and its loss: supcon(project(z)) + beta KL, z sampled (training) or the mean (validation)."""

@@ -1,0 +1,789 @@
+"""Full-phase-space generator by conditional flow matching: a jet model and a particle model.
+
+Two continuous normalising flows, each a velocity field v(x_t, t, cond) trained with
+the optimal-transport conditional flow-matching loss (Lipman et al.; Tong et al.)::
+
+    x0 ~ N(0, 1),  x1 = data,  t ~ U(0, 1)
+    x_t = (1 - (1 - sigma) t) x0 + t x1,       target u = x1 - (1 - sigma) x0
+    loss = | v(x_t, t, cond) - u |^2           (over real particles only)
+
+and sampled by integrating dx/dt = v from noise (t = 0) to data (t = 1) with the
+midpoint rule (torchdiffeq).
+
+* **jet model** (:class:`JetFlow`): the 10-d vector of both jets' (pt, eta, phi, m, n),
+  pre-processed by :class:`~resonant.pointcloud.JetTransform`, given
+  ``JetTransform.mjj_condition(mjj)``; an MLP velocity. The multiplicity n is
+  dequantised (+ U(-0.5, 0.5)) for training.
+* **particle model** (:class:`ParticleFlow`): each jet's constituents as one cloud
+  (N events give 2N clouds), pre-processed by :class:`~resonant.pointcloud.ParticleTransform`,
+  given the jet's transformed (pt, eta, phi, m) and the m_jj condition; an EPiC
+  velocity. A generated jet gets ``pointcloud.n_valid(jets, max_particles)`` particles.
+
+Pipeline (the sk_cathode verbs: fit, sample, save, load)::
+
+    jet_flow, _ = train_jet_model(train, val, settings["jet_model"], seed, workdir / "jets")
+    particle_flow, _ = train_particle_model(train, val, settings["particle_model"], seed, workdir / "particles")
+    jet_flow.save(path_jets); particle_flow.save(path_particles)        # global rank zero only
+    with GeneratedWriter(out, max_particles, attrs) as writer:
+        generate(jet_flow, particle_flow, mjj_sr, max_particles, steps, batch_size, seed, writer)
+
+Training (one Lightning module for both models): AdamW, linear warm-up then cosine
+decay per optimiser step, gradient-norm clipping by the Trainer, an exponential
+moving average (EMA) of the weights that is used for validation, early stopping on
+the validation loss and the best epoch's EMA weights in the returned model. Every
+epoch writes ``workdir/checkpoints/last.ckpt``; a later call with the same settings,
+seed and data resumes from it. All randomness of an epoch (batches, noise, times,
+dequantisation) is a function of (seed, epoch, batch, rank), so a resumed training is
+the same as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from . import io
+from .train.schedule import lr_factor  # linear warm-up, then cosine decay
+from .errors import InputError
+from .models.epic import EPiCVelocity, MLPVelocity
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_finite,
+                         mask_from_counts, n_valid)
+
+log = logging.getLogger(__name__)
+
+_TRAINING = {"lr": 1e-3, "batch_size": 1024, "epochs": 100, "patience": 10, "warmup_epochs": 1,
+             "ema_decay": 0.999, "grad_clip": 0.5, "sigma": 1e-4}
+#: the settings of the two models and of sampling (the published values)
+DEFAULTS = {
+    "jet_model": {"hidden": 128, "layers": 3, "weight_decay": 0.0, **_TRAINING},
+    "particle_model": {"hidden": 150, "global_dim": 256, "layers": 8, "weight_decay": 5e-5, **_TRAINING},
+    "sampling": {"steps": 250, "batch_size": 4096},
+}
+#: per setting: integer?, the valid range, its description
+_RULES = {
+    **{k: (True, lambda v: v >= 1, "an integer >= 1")
+       for k in ("hidden", "global_dim", "layers", "batch_size", "epochs", "patience", "steps")},
+    "warmup_epochs": (True, lambda v: v >= 0, "an integer >= 0"),
+    "lr": (False, lambda v: v > 0, "a number > 0"),
+    "grad_clip": (False, lambda v: v > 0, "a number > 0"),
+    "weight_decay": (False, lambda v: v >= 0, "a number >= 0"),
+    "ema_decay": (False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "sigma": (False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+}
+_FORMAT = 1  # of the saved model files
+N_JET_FEATURES = 2 * len(JET_FIELDS)  # the jet model's vector: both jets' features
+N_PARTICLE_CONDITION = 5  # the particle model's condition: jet (pt, eta, phi, m) and the m_jj condition
+#: particle slots per jet that a sampling batch budgets for (LHCO jets average ~50-80 constituents)
+SLOTS_PER_JET = 64
+
+
+def settings_with_defaults(kind: str, settings: dict | None) -> dict:
+    """``DEFAULTS[kind]`` updated by ``settings``; unknown keys or out-of-range values raise ``ValueError``."""
+    if kind not in DEFAULTS:
+        raise ValueError(f"unknown flow-matching settings kind {kind!r} (allowed: {', '.join(DEFAULTS)})")
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULTS[kind]))
+    if unknown:
+        raise ValueError(f"unknown flow_matching.{kind} setting(s) {', '.join(unknown)} "
+                         f"(allowed: {', '.join(DEFAULTS[kind])})")
+    out = {**DEFAULTS[kind], **settings}
+    bad = [f"{k}={v!r} (must be {_RULES[k][2]})" for k, v in out.items() if not _valid(v, *_RULES[k][:2])]
+    if bad:
+        raise ValueError(f"flow_matching.{kind}: bad value(s) {'; '.join(bad)}")
+    return out
+
+
+def _valid(value, integer: bool, ok) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
+        return False
+    return bool(ok(value))
+
+
+def child_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed derived from ``seed`` and integer ``keys`` (independent streams per key tuple)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+# --------------------------------------------------------------------------------------------- loss and ODE
+
+def ot_path(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor, sigma: float):
+    """(x_t, u): the point at time ``t`` (B,) on the optimal-transport path from ``x0`` to ``x1`` and its velocity."""
+    tb = t.reshape(-1, *([1] * (x1.dim() - 1))).to(x1.dtype)
+    xt = (1.0 - (1.0 - sigma) * tb) * x0 + tb * x1
+    return xt, x1 - (1.0 - sigma) * x0
+
+
+def flow_matching_loss(velocity, x0, x1, t, cond, mask=None, sigma: float = 1e-4) -> torch.Tensor:
+    """Mean squared error of ``velocity(x_t, t, cond, mask)`` against the conditional target u.
+
+    Without ``mask`` the mean runs over all elements; with a ``mask`` (B, P) over the
+    features of the real particles only (padded outputs do not count).
+    """
+    xt, u = ot_path(x0, x1, t, sigma)
+    se = (velocity(xt, t, cond, mask) - u) ** 2
+    if mask is None:
+        return se.mean()
+    keep = mask.unsqueeze(-1).to(se.dtype)
+    return (se * keep).sum() / (keep.sum() * se.shape[-1]).clamp_min(1.0)
+
+
+def integrate(velocity, x0: torch.Tensor, steps: int) -> torch.Tensor:
+    """x(1) of dx/dt = ``velocity(t, x)`` with x(0) = ``x0``: ``steps`` midpoint steps (2 evaluations each)."""
+    from torchdiffeq import odeint
+
+    if int(steps) < 1:
+        raise ValueError(f"the ODE needs at least one step, got {steps}")
+    times = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
+    return odeint(velocity, x0, times, method="midpoint", options={"step_size": 1.0 / int(steps)})[-1]
+
+
+def ema_multi_avg_fn(decay: float):
+    """A ``multi_avg_fn`` for ``torch.optim.swa_utils.AveragedModel``: the bias-corrected EMA of the weights.
+
+    The average after t updates is sum_i w_i theta_i with w_i proportional to decay^(t - i)
+    (as Adam debiases its moments): the plain EMA of ``decay`` once t >> 1 / (1 - decay),
+    but in a short run an average of the recent weights instead of a blend dominated by
+    the random initial ones. ``num_averaged`` is the number of earlier updates (>= 1; the
+    first update copies the weights).
+    """
+    decay = float(decay)
+
+    @torch.no_grad()
+    def update(averaged: list, current: list, num_averaged) -> None:
+        t = float(num_averaged) + 1.0
+        weight = (1.0 - decay) / (1.0 - decay ** t) if decay > 0 else 1.0
+        torch._foreach_lerp_(averaged, current, weight)
+
+    return update
+
+
+# --------------------------------------------------------------------------------------------- data
+
+class FlowData(torch.utils.data.Dataset):
+    """Training examples of a flow-matching model, a whole batch at a time.
+
+    Indexed by ``(key, indices)`` (as :class:`KeyedBatches` yields them); returns a dict
+    of tensors ``x1`` (data), ``x0`` (noise), ``t`` (times), ``cond`` and, for clouds,
+    ``mask``. Noise, times and any other randomness come from a generator seeded by
+    ``key`` only. Subclasses define ``__len__`` and :meth:`examples`.
+    """
+
+    def examples(self, idx: np.ndarray, rng: np.random.Generator):
+        """(x1 float32 (B, ...), cond float32 (B, C), mask bool (B, P) or None) of examples ``idx``."""
+        raise NotImplementedError
+
+    def __getitem__(self, item):
+        key, idx = item
+        rng = np.random.default_rng(list(key))
+        x1, cond, mask = self.examples(np.asarray(idx), rng)
+        x0 = rng.standard_normal(x1.shape, dtype=np.float32)
+        t = rng.random(len(x1), dtype=np.float32)
+        batch = {"x1": torch.from_numpy(np.ascontiguousarray(x1, np.float32)), "x0": torch.from_numpy(x0),
+                 "t": torch.from_numpy(t), "cond": torch.from_numpy(np.ascontiguousarray(cond, np.float32))}
+        if mask is not None:
+            batch["x0"] *= torch.from_numpy(mask).unsqueeze(-1)
+            batch["mask"] = torch.from_numpy(np.ascontiguousarray(mask, bool))
+        return batch
+
+
+class ArrayData(FlowData):
+    """Vectors ``x`` (N, D) with conditions ``cond`` (N, C), used as they are."""
+
+    def __init__(self, x, cond):
+        self.x, self.cond = np.asarray(x, np.float32), np.asarray(cond, np.float32).reshape(len(x), -1)
+
+    def __len__(self):
+        return len(self.x)
+
+    def examples(self, idx, rng):
+        return self.x[idx], self.cond[idx], None
+
+
+class JetData(FlowData):
+    """Events as the jet model sees them: the transformed jets, n dequantised, given the m_jj condition."""
+
+    def __init__(self, cloud: PointCloud, transform: JetTransform):
+        self.jets, self.mjj, self.transform = cloud.jets, cloud.mjj, transform
+        self.cond = transform.mjj_condition(cloud.mjj)[:, None]
+
+    def __len__(self):
+        return len(self.mjj)
+
+    def examples(self, idx, rng):
+        jets = self.jets[idx].astype(np.float64)
+        jets[..., JET_FIELDS.index("n")] += rng.uniform(-0.5, 0.5, jets.shape[:2])
+        return self.transform.transform(jets, self.mjj[idx]).reshape(len(idx), -1), self.cond[idx], None
+
+
+def particle_condition(jets: np.ndarray, mjj: np.ndarray, jet_transform: JetTransform) -> np.ndarray:
+    """(N, 2, 5) float32: each jet's transformed (pt, eta, phi, m) and the event's m_jj condition."""
+    kin = jet_transform.transform(jets, mjj)[..., :4]
+    mc = np.broadcast_to(jet_transform.mjj_condition(mjj)[:, None, None], (*kin.shape[:2], 1))
+    return np.concatenate([kin, mc], axis=-1).astype(np.float32)
+
+
+class ParticleData(FlowData):
+    """Jets as clouds (event i gives clouds 2i, 2i+1) of transformed constituents, given the jet and m_jj.
+
+    A batch is cut to the particle slots that any of its clouds uses.
+    """
+
+    def __init__(self, cloud: PointCloud, jet_transform: JetTransform, particle_transform: ParticleTransform):
+        p = cloud.max_particles
+        self.particles = cloud.particles.reshape(-1, p, len(PARTICLE_FIELDS))
+        self.mask = np.asarray(cloud.mask, bool).reshape(-1, p)
+        self.cond = particle_condition(cloud.jets, cloud.mjj, jet_transform).reshape(-1, N_PARTICLE_CONDITION)
+        self.transform = particle_transform
+
+    def __len__(self):
+        return len(self.mask)
+
+    def examples(self, idx, rng):
+        mask = self.mask[idx]
+        used = np.flatnonzero(mask.any(axis=0))
+        width = int(used[-1]) + 1 if len(used) else 1
+        mask = mask[:, :width]
+        return self.transform.transform(self.particles[idx, :width], mask), self.cond[idx], mask
+
+
+class KeyedBatches:
+    """Batches of example indices, each with the key that seeds its noise: yields ``(key, indices)``.
+
+    Training (``train=True``): every epoch a new permutation of the examples (a function
+    of ``seed`` and the epoch; call :meth:`set_epoch`) cut into ``n // batch_size``
+    global batches (the remainder is left out that epoch); process ``rank`` of
+    ``world_size`` takes its share of each. Validation: the examples in order, split
+    between the processes, the same batches and keys every epoch.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, train: bool = True):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} out of range for world size {world_size}")
+        if n < world_size:
+            raise ValueError(f"{n} examples cannot be shared by {world_size} processes")
+        self.n, self.seed, self.rank, self.world_size, self.train = int(n), int(seed), rank, world_size, train
+        self.batch_size = min(int(batch_size), self.n)
+        self.epoch = 0
+        self.own = np.array_split(np.arange(self.n), world_size)[rank]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        if self.train:
+            return self.n // self.batch_size
+        return -(-len(self.own) // self.batch_size)
+
+    def __iter__(self):
+        if self.train:
+            perm = np.random.default_rng([self.seed, 0, self.epoch]).permutation(self.n)
+            for b in range(len(self)):
+                share = np.array_split(perm[b * self.batch_size:(b + 1) * self.batch_size], self.world_size)
+                yield (self.seed, 0, self.epoch, b, self.rank), share[self.rank]
+        else:
+            for b in range(len(self)):
+                yield (self.seed, 1, b, self.rank), self.own[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+class _FlowDataModule(L.LightningDataModule):
+    def __init__(self, train: FlowData, val: FlowData, batch_size: int, seed: int):
+        super().__init__()
+        self.train_set, self.val_set, self.batch_size, self.seed = train, val, batch_size, seed
+
+    def _loader(self, data, train):
+        t = self.trainer
+        batches = KeyedBatches(len(data), self.batch_size, self.seed, t.global_rank, t.world_size, train=train)
+        return torch.utils.data.DataLoader(data, sampler=batches, batch_size=None, num_workers=0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, False)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+class FlowMatchingModule(L.LightningModule):
+    """A velocity network and its flow-matching loss; keeps a per-epoch history that checkpoints carry."""
+
+    def __init__(self, net: torch.nn.Module, settings: dict, steps_per_epoch: int, name: str = "flow",
+                 fingerprint: dict | None = None):
+        super().__init__()
+        self.net = net
+        self.settings = dict(settings)
+        self.steps_per_epoch = max(1, int(steps_per_epoch))
+        self.name = name
+        self.fingerprint = dict(fingerprint or {})
+        self.history = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "epoch_time": [],
+                        "examples_per_second": [], "resumed_at": []}
+        self._t0 = time.perf_counter()
+
+    def forward(self, x, t, cond, mask=None):
+        return self.net(x, t, cond, mask)
+
+    def _loss(self, batch):
+        mask = batch.get("mask")
+        loss = flow_matching_loss(self.net, batch["x0"], batch["x1"], batch["t"], batch["cond"], mask,
+                                  self.settings["sigma"])
+        weight = mask.sum() if mask is not None else torch.tensor(len(batch["x1"]), device=self.device)
+        return loss, weight.to(torch.float64)
+
+    def on_train_epoch_start(self):
+        self._t0 = time.perf_counter()
+        self._train_acc = torch.zeros(3, dtype=torch.float64, device=self.device)
+
+    def training_step(self, batch, batch_idx):
+        loss, w = self._loss(batch)
+        n = torch.tensor(float(len(batch["x1"])), dtype=torch.float64, device=self.device)
+        self._train_acc += torch.stack([loss.detach().double() * w, w, n])
+        return loss
+
+    def on_validation_epoch_start(self):
+        self._val_acc = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch, batch_idx):
+        loss, w = self._loss(batch)
+        self._val_acc += torch.stack([loss.double() * w, w])
+
+    def on_validation_epoch_end(self):
+        acc = self.trainer.strategy.reduce(self._val_acc, reduce_op="sum")
+        self._val = float(acc[0] / acc[1].clamp_min(1))
+        self.log("val_loss", self._val, sync_dist=True)
+
+    def on_train_epoch_end(self):
+        acc = self.trainer.strategy.reduce(self._train_acc, reduce_op="sum")
+        train = float(acc[0] / acc[1].clamp_min(1))
+        val = getattr(self, "_val", math.nan)
+        seconds = time.perf_counter() - self._t0
+        h = self.history
+        h["epoch"].append(int(self.current_epoch))
+        h["train_loss"].append(train)
+        h["val_loss"].append(val)
+        h["lr"].append(float(self.trainer.optimizers[0].param_groups[0]["lr"]))
+        h["epoch_time"].append(seconds)
+        h["examples_per_second"].append(float(acc[2]) / max(seconds, 1e-9))
+        if not (math.isfinite(train) and math.isfinite(val)):
+            raise FloatingPointError(f"{self.name}: the loss diverged at epoch {self.current_epoch} (train {train}, "
+                                     f"val {val}); lower the learning rate or the gradient clip")
+        if self.trainer.is_global_zero:
+            best = int(np.argmin(h["val_loss"]))
+            log.info("%s epoch %d/%d: train %.5f val %.5f (best %.5f at epoch %d) lr %.2e %.1fs %.0f examples/s",
+                     self.name, self.current_epoch, self.trainer.max_epochs - 1, train, val, h["val_loss"][best],
+                     h["epoch"][best], h["lr"][-1], seconds, h["examples_per_second"][-1])
+
+    def on_save_checkpoint(self, checkpoint):
+        t = self.trainer
+        checkpoint["flow_matching"] = {
+            "history": self.history, "fingerprint": self.fingerprint,
+            "finished": bool(t.should_stop or self.current_epoch + 1 >= t.max_epochs)}
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("flow_matching", {})
+        self.history = {k: list(v) for k, v in state.get("history", self.history).items()}
+        self.history.setdefault("resumed_at", []).append(int(checkpoint.get("epoch", -1)) + 1)
+
+    def configure_optimizers(self):
+        s = self.settings
+        opt = torch.optim.AdamW(self.net.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+        warm, total = s["warmup_epochs"] * self.steps_per_epoch, s["epochs"] * self.steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, warm, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _read_checkpoint_state(path: Path) -> dict | None:
+    """The flow-matching state of a Lightning checkpoint, or None if it has none or cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint means starting afresh
+        log.warning("cannot read checkpoint %s (%s): starting afresh", path, e)
+        return None
+    return ckpt.get("flow_matching")
+
+
+def fit_velocity(net: torch.nn.Module, train: FlowData, val: FlowData, settings: dict, seed: int, workdir,
+                 trainer_kwargs: dict | None = None, name: str = "flow", fingerprint: dict | None = None):
+    """Train ``net`` by flow matching; returns (EMA net of the best epoch on the CPU in eval mode, history).
+
+    ``settings`` are a complete model settings dict (see :func:`settings_with_defaults`).
+    The Trainer's devices come from :func:`resonant.train.distributed.cluster_from_env`,
+    overridden by ``trainer_kwargs`` (whose ``callbacks`` are added to this function's).
+    Under DDP the global batch of ``batch_size`` examples is split between the processes.
+    Checkpoints go to ``workdir/checkpoints`` (``best.ckpt``, ``last.ckpt``). If
+    ``last.ckpt`` exists and was written for the same ``fingerprint`` (settings, seed,
+    data), the training resumes from it -- or, if that training had finished, is not run
+    again; otherwise it starts afresh and overwrites the checkpoints.
+    """
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, WeightAveraging
+
+    from .train.distributed import cluster_from_env
+
+    s = dict(settings)
+    seed = int(seed)
+    if seed < 0:
+        raise ValueError(f"the seed must be >= 0, got {seed}")
+    if len(train) < 1 or len(val) < 1:
+        raise ValueError(f"{name}: need training and validation examples (got {len(train)} and {len(val)})")
+    fingerprint = _jsonable({"name": name, "settings": s, "seed": seed, "n_train": len(train), "n_val": len(val),
+                             **dict(fingerprint or {})})
+    ckpt_dir = Path(workdir) / "checkpoints"
+    L.seed_everything(seed, workers=True, verbose=False)
+    early = EarlyStopping(monitor="val_loss", mode="min", patience=int(s["patience"]), check_finite=False)
+    checkpoints = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+                                  save_on_train_epoch_end=True, enable_version_counter=False)
+    # every epoch (ModelCheckpoint's own save_last only follows improvements of the monitored loss)
+    latest = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                             save_on_train_epoch_end=True, enable_version_counter=False)
+    ema = WeightAveraging(multi_avg_fn=ema_multi_avg_fn(s["ema_decay"]), use_buffers=True)
+    kwargs = {**cluster_from_env(), **dict(trainer_kwargs or {})}
+    callbacks = [ema, early, checkpoints, latest, *kwargs.pop("callbacks", [])]
+    trainer = L.Trainer(**{"max_epochs": int(s["epochs"]), "deterministic": True, "enable_progress_bar": False,
+                           "enable_model_summary": False, "logger": False, "num_sanity_val_steps": 0,
+                           "use_distributed_sampler": False, "default_root_dir": str(workdir),
+                           "gradient_clip_val": float(s["grad_clip"]), "gradient_clip_algorithm": "norm",
+                           **kwargs}, callbacks=callbacks)
+    steps = len(KeyedBatches(len(train), s["batch_size"], seed, 0, trainer.world_size))
+    module = FlowMatchingModule(net, s, steps_per_epoch=steps, name=name, fingerprint=fingerprint)
+
+    last, best_path = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
+    state = _read_checkpoint_state(last) if last.exists() else None
+    resume = None
+    if state is not None and state.get("fingerprint") == fingerprint:
+        resume = last
+    elif state is not None:
+        log.warning("%s: %s was written for other settings, seed or data: training afresh", name, last)
+    t0 = time.perf_counter()
+    if resume is not None and state.get("finished") and best_path.exists():
+        log.info("%s: the training in %s has finished; using its best checkpoint", name, ckpt_dir)
+        module.history = {k: list(v) for k, v in state["history"].items()}
+    else:
+        if resume is not None:
+            log.info("%s: resuming from %s", name, resume)
+        trainer.fit(module, datamodule=_FlowDataModule(train, val, int(s["batch_size"]), seed),
+                    ckpt_path=str(resume) if resume is not None else None)
+        best_path = Path(checkpoints.best_model_path) if checkpoints.best_model_path else best_path
+    history = dict(module.history)
+    best_epoch = int(history["epoch"][int(np.nanargmin(history["val_loss"]))]) if history["val_loss"] else -1
+    if best_path.exists():
+        ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
+        module.load_state_dict(ckpt["state_dict"])  # the EMA weights (WeightAveraging puts them there)
+        best_epoch = int(ckpt.get("epoch", best_epoch))
+    history.update(best_epoch=best_epoch, epochs_run=len(history["train_loss"]), seed=seed,
+                   world_size=trainer.world_size, steps_per_epoch=steps, call_seconds=time.perf_counter() - t0,
+                   train_seconds=float(sum(history["epoch_time"])),
+                   n_parameters=sum(p.numel() for p in module.net.parameters()))
+    return module.net.cpu().eval(), history
+
+
+def _jsonable(obj):
+    """``obj`` with numpy scalars as Python numbers (checkpoint fingerprints compare equal after a reload)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj.item() if isinstance(obj, np.generic) else obj
+
+
+# --------------------------------------------------------------------------------------------- models
+
+def make_net(kind: str, settings: dict) -> torch.nn.Module:
+    """The velocity network of ``kind`` ("jet_model" or "particle_model") for complete ``settings``."""
+    if kind == "jet_model":
+        return MLPVelocity(N_JET_FEATURES, 1, hidden=settings["hidden"], layers=settings["layers"])
+    if kind == "particle_model":
+        return EPiCVelocity(len(PARTICLE_FIELDS), N_PARTICLE_CONDITION, hidden=settings["hidden"],
+                            global_dim=settings["global_dim"], layers=settings["layers"])
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def _device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class _Flow:
+    """What both generators share: the network, settings, history and the file format."""
+
+    kind = ""
+
+    def __init__(self, net: torch.nn.Module, settings: dict, history: dict | None = None):
+        self.net = net.eval()
+        self.settings = settings_with_defaults(self.kind, settings)
+        self.history = dict(history or {})
+
+    def _transforms(self) -> dict:
+        raise NotImplementedError
+
+    def _extra(self) -> dict:
+        return {}
+
+    def save(self, path) -> None:
+        """``path`` (torch: weights, settings, transforms) and ``path.with_suffix('.json')`` (settings, history)."""
+        path = Path(path)
+        payload = {"format": _FORMAT, "kind": self.kind, "settings": self.settings,
+                   "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                   "transforms": self._transforms(), **self._extra()}
+        with io.atomic_path(path, suffix=".tmp.pt") as tmp:
+            torch.save(payload, tmp)
+        io.write_json({"kind": self.kind, "settings": self.settings, "history": self.history, **self._extra(),
+                       "n_parameters": sum(p.numel() for p in self.net.parameters())}, path.with_suffix(".json"))
+
+    @classmethod
+    def load(cls, path):
+        """The generator saved at ``path`` (must be of this class's kind)."""
+        flow = load(path)
+        if not isinstance(flow, cls):
+            raise InputError(path, f"holds a {flow.kind}, not a {cls.kind}", "pass the other model file",
+                             field="kind")
+        return flow
+
+    def _velocity(self, device, cond, mask=None):
+        net = self.net.to(device)
+        return lambda t, x: net(x, t, cond, mask)
+
+
+class JetFlow(_Flow):
+    """The jet model: samples both jets' (pt, eta, phi, m, n) given m_jj."""
+
+    kind = "jet_model"
+
+    def __init__(self, net, transform: JetTransform, settings: dict, history: dict | None = None):
+        super().__init__(net, settings, history)
+        self.transform = transform
+
+    def _transforms(self):
+        return {"jets": self.transform.to_dict()}
+
+    @torch.no_grad()
+    def sample(self, mjj, steps: int = 250, seed: int = 0, batch_size: int = 4096, device=None) -> np.ndarray:
+        """Jets float32 (N, 2, 5) in physical units for the m_jj values ``mjj`` (N,).
+
+        Batch i of ``batch_size`` events integrates its own noise (seeded by ``seed`` and
+        i) over ``steps`` midpoint steps. n is rounded (>= 1); the jets of an event are
+        ordered by pT (the leading jet first).
+        """
+        mjj = _check_mjj(mjj)
+        device = _device(device)
+        cond = torch.from_numpy(self.transform.mjj_condition(mjj)[:, None])
+        out = np.empty((len(mjj), N_JET_FEATURES), np.float32)
+        for i, start in enumerate(range(0, len(mjj), int(batch_size))):
+            stop = min(start + int(batch_size), len(mjj))
+            gen = torch.Generator().manual_seed(child_seed(seed, i))
+            noise = torch.randn(stop - start, N_JET_FEATURES, generator=gen)
+            x = integrate(self._velocity(device, cond[start:stop].to(device)), noise.to(device), steps)
+            out[start:stop] = x.cpu().numpy()
+        jets = self.transform.inverse(out.reshape(len(mjj), 2, len(JET_FIELDS)), mjj)
+        swap = jets[:, 1, 0] > jets[:, 0, 0]
+        jets[swap] = jets[swap][:, ::-1]
+        return jets
+
+
+class ParticleFlow(_Flow):
+    """The particle model: samples each jet's constituents given the jets and m_jj."""
+
+    kind = "particle_model"
+
+    def __init__(self, net, jet_transform: JetTransform, particle_transform: ParticleTransform, settings: dict,
+                 max_particles: int, history: dict | None = None):
+        super().__init__(net, settings, history)
+        self.jet_transform, self.particle_transform = jet_transform, particle_transform
+        self.max_particles = int(max_particles)
+
+    def _transforms(self):
+        return {"jets": self.jet_transform.to_dict(), "particles": self.particle_transform.to_dict()}
+
+    def _extra(self):
+        return {"max_particles": self.max_particles}
+
+    @torch.no_grad()
+    def sample(self, jets, mjj, max_particles: int | None = None, steps: int = 250, seed: int = 0,
+               batch_size: int = 4096, device=None) -> tuple[np.ndarray, np.ndarray]:
+        """(particles float32 (N, 2, P, 3), mask bool (N, 2, P)) for ``jets`` (N, 2, 5) and ``mjj`` (N,).
+
+        P = ``max_particles`` (default: that of the training data). Jet j gets
+        ``pointcloud.n_valid(jets, P)`` particles, in the first slots, ordered by
+        decreasing pT_rel; padded slots are 0. The clouds are integrated in chunks of
+        similar multiplicity, each cut to its largest cloud and holding at most
+        2 ``batch_size`` x ``SLOTS_PER_JET`` particle slots (so memory stays that of
+        ``batch_size`` events of average multiplicity ``SLOTS_PER_JET``, whatever P);
+        chunk i's noise is seeded by ``seed`` and i.
+        """
+        mjj = _check_mjj(mjj)
+        jets = np.asarray(jets, np.float32)
+        if jets.shape != (len(mjj), 2, len(JET_FIELDS)):
+            raise ValueError(f"jets must have shape ({len(mjj)}, 2, {len(JET_FIELDS)}), got {jets.shape}")
+        p = self.max_particles if max_particles is None else int(max_particles)
+        if p < 1:
+            raise ValueError(f"max_particles must be >= 1, got {max_particles}")
+        device = _device(device)
+        counts = n_valid(jets, p).reshape(-1)
+        cond = torch.from_numpy(particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION))
+        x = np.zeros((len(counts), p, len(PARTICLE_FIELDS)), np.float32)
+        order = np.argsort(counts, kind="stable")
+        for i, (start, stop) in enumerate(_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
+            sel = order[start:stop]
+            width = int(counts[sel].max())
+            mask = torch.from_numpy(mask_from_counts(counts[sel], width)).to(device)
+            gen = torch.Generator().manual_seed(child_seed(seed, i))
+            noise = torch.randn(len(sel), width, len(PARTICLE_FIELDS), generator=gen).to(device)
+            y = integrate(self._velocity(device, cond[sel].to(device), mask), noise * mask.unsqueeze(-1), steps)
+            x[sel, :width] = y.cpu().numpy()
+        mask = mask_from_counts(counts, p)
+        particles = self.particle_transform.inverse(x, mask)
+        # leading constituents first, as in the data
+        key = np.where(mask, -particles[..., PARTICLE_FIELDS.index("pt_rel")], np.inf)
+        particles = np.take_along_axis(particles, np.argsort(key, axis=1, kind="stable")[..., None], axis=1)
+        n = len(mjj)
+        return particles.reshape(n, 2, p, len(PARTICLE_FIELDS)), mask.reshape(n, 2, p)
+
+
+def _chunks(sorted_counts: np.ndarray, budget: int):
+    """(start, stop) of consecutive chunks of clouds (ascending ``sorted_counts``) with at most ``budget``
+    particle slots each (chunk size x its largest count); a single cloud may exceed it."""
+    start, n = 0, len(sorted_counts)
+    while start < n:
+        slots = np.arange(1, n - start + 1) * sorted_counts[start:]
+        stop = start + max(1, int(np.searchsorted(slots, budget, side="right")))
+        yield start, stop
+        start = stop
+
+
+def _check_mjj(mjj) -> np.ndarray:
+    mjj = np.asarray(mjj, np.float64).reshape(-1)
+    if not (np.isfinite(mjj).all() and (mjj > 0).all()):
+        raise ValueError("m_jj values must be finite and positive")
+    return mjj
+
+
+def load(path) -> JetFlow | ParticleFlow:
+    """The :class:`JetFlow` or :class:`ParticleFlow` saved at ``path`` (networks on the CPU in eval mode)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist", "run the flow-matching training stage")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise InputError(path, f"not a readable flow-matching model ({e})", "delete it and rerun the training") from e
+    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise InputError(path, "not a flow-matching model file of this version",
+                         "retrain the model with this version of the workflow", field="format")
+    kind = payload.get("kind")
+    if kind not in ("jet_model", "particle_model"):
+        raise InputError(path, f"unknown model kind {kind!r}", "retrain the model", field="kind")
+    settings = settings_with_defaults(kind, payload["settings"])
+    net = make_net(kind, settings)
+    net.load_state_dict(payload["state_dict"])
+    side = path.with_suffix(".json")
+    history = io.read_json(side).get("history", {}) if side.exists() else {}
+    transforms = payload["transforms"]
+    if kind == "jet_model":
+        return JetFlow(net, JetTransform.from_dict(transforms["jets"]), settings, history)
+    return ParticleFlow(net, JetTransform.from_dict(transforms["jets"]),
+                        ParticleTransform.from_dict(transforms["particles"]), settings, payload["max_particles"],
+                        history)
+
+
+# --------------------------------------------------------------------------------------------- verbs
+
+def _check_cloud(cloud: PointCloud, name: str) -> None:
+    if not isinstance(cloud, PointCloud):
+        raise TypeError(f"{name} must be a PointCloud, got {type(cloud).__name__}")
+    n, p = len(cloud), cloud.max_particles
+    shapes = {"jets": (n, 2, len(JET_FIELDS)), "particles": (n, 2, p, len(PARTICLE_FIELDS)), "mask": (n, 2, p)}
+    for key, shape in shapes.items():
+        if getattr(cloud, key).shape != shape:
+            raise ValueError(f"{name}.{key} has shape {getattr(cloud, key).shape}, expected {shape}")
+    if n < 1:
+        raise ValueError(f"{name} has no events")
+    check_finite(cloud, name)
+    if not (cloud.mjj > 0).all():
+        raise InputError(name, "m_jj must be positive", "check the event selection", field="mjj")
+
+
+def _data_fingerprint(train: PointCloud, val: PointCloud) -> dict:
+    return {"data": [float(np.sum(c.mjj, dtype=np.float64)) for c in (train, val)]}
+
+
+def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, seed: int, workdir,
+                    trainer_kwargs: dict | None = None, transform: JetTransform | None = None):
+    """Train the jet model; returns (:class:`JetFlow`, history).
+
+    ``transform`` defaults to a :class:`JetTransform` fitted on ``train``. See
+    :func:`fit_velocity` for checkpoints, resumption and devices. Every process of a DDP
+    run returns the model; only global rank zero should save it.
+    """
+    s = settings_with_defaults("jet_model", settings)
+    _check_cloud(train, "train")
+    _check_cloud(val, "val")
+    transform = transform or JetTransform().fit(train.jets, train.mjj)
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    net = make_net("jet_model", s)
+    net, history = fit_velocity(net, JetData(train, transform), JetData(val, transform), s, seed, workdir,
+                                trainer_kwargs, name="jet model", fingerprint=_data_fingerprint(train, val))
+    return JetFlow(net, transform, s, history), history
+
+
+def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | None, seed: int, workdir,
+                         trainer_kwargs: dict | None = None, jet_transform: JetTransform | None = None,
+                         particle_transform: ParticleTransform | None = None):
+    """Train the particle model on the 2N jets of N events; returns (:class:`ParticleFlow`, history).
+
+    The transforms default to ones fitted on ``train``. The model's ``max_particles`` is
+    that of ``train``. See :func:`fit_velocity` for checkpoints, resumption and devices.
+    """
+    s = settings_with_defaults("particle_model", settings)
+    _check_cloud(train, "train")
+    _check_cloud(val, "val")
+    if val.max_particles != train.max_particles:
+        raise ValueError(f"train has {train.max_particles} particle slots, val {val.max_particles}")
+    jet_transform = jet_transform or JetTransform().fit(train.jets, train.mjj)
+    particle_transform = particle_transform or ParticleTransform().fit(train.particles, train.mask)
+    L.seed_everything(int(seed), workers=True, verbose=False)
+    net = make_net("particle_model", s)
+    net, history = fit_velocity(net, ParticleData(train, jet_transform, particle_transform),
+                                ParticleData(val, jet_transform, particle_transform), s, seed, workdir,
+                                trainer_kwargs, name="particle model", fingerprint=_data_fingerprint(train, val))
+    return ParticleFlow(net, jet_transform, particle_transform, s, train.max_particles, history), history
+
+
+def generate(jet_flow: JetFlow, particle_flow: ParticleFlow, mjj, max_particles: int, steps: int = 250,
+             batch_size: int = 4096, seed: int = 0, writer=None, device=None) -> dict:
+    """Generate one event per value of ``mjj`` and write them, batch by batch, to ``writer``.
+
+    ``writer`` is an open :class:`~resonant.pointcloud.GeneratedWriter` (memory stays
+    that of one batch). Batch b's jets and particles use seeds derived from ``seed`` and
+    b. Logs one line per batch; returns {"events", "seconds", "events_per_second"}.
+    """
+    if writer is None:
+        raise ValueError("generate needs an open pointcloud.GeneratedWriter")
+    if getattr(writer, "max_particles", max_particles) != max_particles:
+        raise ValueError(f"the writer has {writer.max_particles} particle slots, generate was asked for "
+                         f"{max_particles}")
+    mjj = _check_mjj(mjj)
+    batch_size = int(batch_size)
+    n_batches = -(-len(mjj) // batch_size)
+    t0 = time.perf_counter()
+    for b in range(n_batches):
+        tb = time.perf_counter()
+        m = mjj[b * batch_size:(b + 1) * batch_size]
+        jets = jet_flow.sample(m, steps=steps, seed=child_seed(seed, b, 0), batch_size=batch_size, device=device)
+        particles, mask = particle_flow.sample(jets, m, max_particles, steps=steps, seed=child_seed(seed, b, 1),
+                                               batch_size=batch_size, device=device)
+        cloud = PointCloud(jets, particles, mask, m.astype(np.float32))
+        bad = [k for k in ("jets", "particles") if not np.isfinite(getattr(cloud, k)).all()]
+        if bad:
+            raise FloatingPointError(f"generated batch {b} has non-finite {' and '.join(bad)}: the flow is unstable; "
+                                     "retrain it or sample with more steps")
+        writer.write(cloud)
+        dt = time.perf_counter() - tb
+        log.info("generated batch %d/%d: %d events in %.1fs (%.0f events/s)", b + 1, n_batches, len(m), dt,
+                 len(m) / max(dt, 1e-9))
+    seconds = time.perf_counter() - t0
+    return {"events": len(mjj), "seconds": seconds, "events_per_second": len(mjj) / max(seconds, 1e-9)}
