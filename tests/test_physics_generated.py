@@ -387,3 +387,61 @@ def test_ip_held_out_mass_point_lands_next_to_its_family(samples, ip_groups, tmp
     for i in range(len(IP_FAMILY)):
         point = float(np.linalg.norm(z[(group[te] == fam) & (member[te] == i)].mean(0) - centre))
         assert point < min(dist.values()), (i, point, dist)
+
+
+# ------------------------------------------------------------------------------------------ full phase space
+
+def test_flow_matching_jet_model_reproduces_the_sideband_jet_masses(cathode_qcd, tmp_path):
+    """The jet CNF trained on 80% of the SB QCD reproduces the jet masses of the other 20% (~435 events).
+
+    Sampled at the held-out events' m_jj, each jet mass (heavier, lighter) passes a two-sample
+    Kolmogorov-Smirnov test at the 1% level: D < 1.63 sqrt(2/n) ~ 0.11 here. Measured: heavier-jet
+    D = 0.053 (p = 0.58) after 40 epochs (~8 s on one core).
+    """
+    import torch
+    from scipy.stats import ks_2samp
+
+    from resonant.flow_matching import train_jet_model
+    from resonant.pointcloud import from_table
+
+    torch.set_num_threads(1)
+    cloud = from_table(cathode_qcd["table"], 8)
+    idx = np.random.default_rng(1).permutation(np.flatnonzero(_in_sb(cloud.mjj)))
+    tr, va = idx[: int(0.8 * len(idx))], idx[int(0.8 * len(idx)):]
+    flow, _ = train_jet_model(cloud.take(tr), cloud.take(va), {"hidden": 64, "layers": 3, "batch_size": 128,
+                                                               "epochs": 40, "patience": 8}, seed=1,
+                              workdir=tmp_path / "jets")
+    gen, true = flow.sample(cloud.mjj[va], steps=50, seed=2), cloud.jets[va]
+    assert len(va) > 300, len(va)
+    for name, reduce in (("heavier", np.max), ("lighter", np.min)):
+        ks = ks_2samp(reduce(gen[..., 3], axis=1), reduce(true[..., 3], axis=1))
+        assert ks.pvalue > 0.01, (name, ks)
+
+
+def test_point_cloud_classifier_separates_a_strong_signal_with_true_background(samples, cathode_qcd):
+    """The point-cloud transformer, trained on SR data (QCD + W' -> XY at S/B ~ 0.45) against true SR QCD
+    (the idealised setup), separates signal from background on an independent test set: AUC > 0.8.
+
+    ~370 data and ~190 background events, 16 particles per jet, a small network (~10-20 s). Measured
+    over four seeds: 0.846-0.892 (the supervised BDT on jet features: ~0.93); the AUC's statistical
+    error on 114 signal and 193 background test events is ~0.02.
+    """
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from resonant.pc_classify import train_classifier
+    from resonant.pointcloud import PointCloud, from_table
+
+    torch.set_num_threads(1)
+    q, s = from_table(cathode_qcd["table"], 16), from_table(samples["signal"]["table"], 16)
+    rng = np.random.default_rng(2)
+    srq, srs = rng.permutation(np.flatnonzero(_in_sr(q.mjj))), rng.permutation(np.flatnonzero(_in_sr(s.mjj)))
+    dq, iq, tq = np.split(srq, [int(0.4 * len(srq)), int(0.7 * len(srq))])
+    ds, ts = np.split(srs, [len(srs) // 2])
+    data = PointCloud.concatenate([q.take(dq), s.take(ds)])
+    clf, _ = train_classifier(data, q.take(iq), {"dim": 32, "blocks": 2, "heads": 2, "batch_size": 64, "lr": 1e-3,
+                                                 "epochs": 30, "patience": 8}, seed=1)
+    test = PointCloud.concatenate([s.take(ts), q.take(tq)])
+    auc = roc_auc_score(np.r_[np.ones(len(ts)), np.zeros(len(tq))], clf.predict(test))
+    assert len(ds) > 80 and len(tq) > 150, (len(ds), len(tq))
+    assert auc > 0.8, auc
