@@ -21,13 +21,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from workflow_utils import copy_project, snakemake  # noqa: E402
 
-FAMILIES = {  # rule -> stage family
-    "cathode_flow": "cathode", "cathode_sample": "cathode", "cathode_classify": "cathode",
-    "cathode_fidelity": "cathode", "cathode_checks": "cathode",
+FAMILIES = {  # rule -> stage family (branch); the CATHODE engine rules by their {engine} wildcard
     "generate": "data", "import_lhco_particles": "data", "import_lhco_features": "data", "cluster": "data",
-    "merge_jets": "data", "study_sets": "regions", "reference": "references", "metrics": "evaluate",
-    "summarize": "evaluate", "plot_curves": "evaluate", "plot_data": "evaluate", "plot_turn_on": "evaluate",
+    "merge_jets": "data", "merge_simulation": "data", "study_sets": "regions", "reference": "references",
+    "metrics": "evaluate", "summarize": "evaluate", "plot_curves": "evaluate", "plot_data": "evaluate",
+    "plot_turn_on": "evaluate", "required_injection": "evaluate",
+    "train_contrastive_encoder": "contrastive", "contrastive_encode": "contrastive",
+    "contrastive_latent_sets": "contrastive", "contrastive_combine": "contrastive",
+    "contrastive_latent_checks": "contrastive", "vae_train": "vae", "vae_characterise": "vae",
+    "train_jet_fm": "flow_matching", "train_particle_fm": "flow_matching", "sample_fm": "flow_matching",
+    "pc_checks": "flow_matching",
 }
+
+
+def family(rule: str, wildcards: str) -> str:
+    """The branch a job belongs to: engine and classifier rules by their wildcards."""
+    if rule.startswith("cathode_"):
+        return "contrastive" if "contrastive-" in wildcards else "cathode"
+    if rule == "pc_classifier":
+        return "idealised_pointcloud" if "idealised_pointcloud" in wildcards else "flow_matching"
+    return FAMILIES.get(rule, rule)
 
 
 def timed(fn, repeat=3):
@@ -39,9 +52,9 @@ def timed(fn, repeat=3):
     return best
 
 
-def stage_times(workdir: Path) -> dict[str, tuple[int, float]]:
-    """(jobs, summed wall seconds) per rule, from the complete Snakemake run of ``workdir`` that
-    took longest (a --touch or no-op run also ends '100% done')."""
+def stage_times(workdir: Path) -> dict[tuple[str, str], tuple[int, float]]:
+    """(jobs, summed wall seconds) per (rule, family), from the complete Snakemake run of ``workdir``
+    that took longest (a --touch or no-op run also ends '100% done')."""
     logs = [p for p in sorted((workdir / ".snakemake/log").glob("*.snakemake.log"))
             if "steps (100%) done" in p.read_text()]
     runs = [_log_times(p) for p in logs]
@@ -54,7 +67,7 @@ def _log_times(log: Path) -> dict[str, tuple[int, float]]:
 
     stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
     start, rule_of, out = {}, {}, defaultdict(lambda: [0, 0.0])
-    now, pending_rule = None, None
+    now, pending_rule, job = None, None, None
     for line in log.read_text().splitlines():
         m = stamp.match(line.strip())
         if m:
@@ -66,16 +79,20 @@ def _log_times(log: Path) -> dict[str, tuple[int, float]]:
             continue
         m = re.match(r"^\s*jobid: (\d+)$", line)
         if m and pending_rule:
-            start[m.group(1)], rule_of[m.group(1)] = now, pending_rule
+            job = m.group(1)
+            start[job], rule_of[job] = now, (pending_rule, family(pending_rule, ""))
             pending_rule = None
+            continue
+        m = re.match(r"^\s*wildcards: (.*)$", line)
+        if m and job in rule_of:
+            rule_of[job] = (rule_of[job][0], family(rule_of[job][0], m.group(1)))
             continue
         m = re.match(r"^Finished jobid: (\d+)", line.strip())
         if m and m.group(1) in start:
-            rule = rule_of[m.group(1)]
-            out[rule][0] += 1
-            out[rule][1] += (now - start[m.group(1)]).total_seconds()
-    out.pop("all", None)
-    return {r: (n, t) for r, (n, t) in out.items()}
+            key = rule_of[m.group(1)]
+            out[key][0] += 1
+            out[key][1] += (now - start[m.group(1)]).total_seconds()
+    return {k: (n, t) for k, (n, t) in out.items() if k[0] != "all"}
 
 
 def reference_fit_time(n=100_000, n_jobs=1):
@@ -115,12 +132,11 @@ def main():
         times = stage_times(wd)
         fam = defaultdict(lambda: [0, 0.0])
         print("wall time per rule (summed over jobs, from the last complete Snakemake log):")
-        for rule, (n, t) in sorted(times.items(), key=lambda kv: -kv[1][1]):
-            print(f"  {rule:<24} {n:4d} jobs  {t:8.1f} s")
-            f = FAMILIES.get(rule, rule)
+        for (rule, f), (n, t) in sorted(times.items(), key=lambda kv: -kv[1][1]):
+            print(f"  {rule:<26} {f:<20} {n:4d} jobs  {t:8.1f} s")
             fam[f][0] += n
             fam[f][1] += t
-        print("per stage family:")
+        print("per branch (stage family), summed job wall time:")
         for f, (n, t) in sorted(fam.items(), key=lambda kv: -kv[1][1]):
             print(f"  {f:<24} {n:4d} jobs  {t:8.1f} s")
     else:
