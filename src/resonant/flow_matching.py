@@ -78,7 +78,7 @@ _RULES = {
 }
 _FORMAT = 1  # of the saved model files
 N_JET_FEATURES = 2 * len(JET_FIELDS)  # the jet model's vector: both jets' features
-N_PARTICLE_CONDITION = 5  # the particle model's condition: jet (pt, eta, phi, m) and the m_jj condition
+N_PARTICLE_CONDITION = 6  # the particle model's condition: jet (pt, eta, phi, m, n) and the m_jj condition
 #: particle slots per jet that a sampling batch budgets for (LHCO jets average ~50-80 constituents)
 SLOTS_PER_JET = 64
 
@@ -222,8 +222,13 @@ class JetData(FlowData):
 
 
 def particle_condition(jets: np.ndarray, mjj: np.ndarray, jet_transform: JetTransform) -> np.ndarray:
-    """(N, 2, 5) float32: each jet's transformed (pt, eta, phi, m) and the event's m_jj condition."""
-    kin = jet_transform.transform(jets, mjj)[..., :4]
+    """(N, 2, 6) float32: each jet's transformed (pt, eta, phi, m, n) and the event's m_jj condition.
+
+    The jet's multiplicity n is in the condition because the particles kept are the leading
+    min(n, max_particles) of the jet: below the cap, how soft the last kept particle is depends on
+    how many were cut away (without n the generated soft end is far too broad).
+    """
+    kin = jet_transform.transform(jets, mjj)
     mc = np.broadcast_to(jet_transform.mjj_condition(mjj)[:, None, None], (*kin.shape[:2], 1))
     return np.concatenate([kin, mc], axis=-1).astype(np.float32)
 
