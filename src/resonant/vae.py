@@ -8,6 +8,22 @@ Anomaly score
     weights. The anomaly score of an event is the KL divergence of its encoding
     to the prior, averaged over an ensemble of trainings.
 
+What the score ranks
+    The KL of an event is 0.5 (z^2 + sigma^2 - 1 - log sigma^2): its distance
+    from the prior's centre along the latent direction (which follows the
+    dominant direction of the scaled inputs), plus a width term. The inputs are
+    MaxAbs-scaled, hence all >= 0 and not centred, and the untrained networks
+    map z = 0 to and from the input origin (zero biases, selu(0) = 0). Up to
+    the KL peak (the training the published method keeps) the events'
+    latent distribution sits off the prior's centre (median |z| ~ 2 for a
+    spread of ~1), so the score is one-sided: it ranks events by their position
+    along the latent direction, from the end nearest the prior's centre, and
+    which end that is depends on the initialisation. Signals in a low-density
+    tail far from the input origin (heavy jets) get the largest KL; a
+    two-prong signal whose small tau ratios put it near the origin can get the
+    smallest (the laptop W' -> XY signal: AUC ~0.1). The ensemble mean is
+    dominated by the members that encode a signal far from the prior.
+
 Characterisation
     The encoder is frozen; a new decoder learns the observables from
     z ~ N(mean, sigma) and m ~ N(m_jj, width * m_jj) (standardised). Decoding a
@@ -52,7 +68,7 @@ LABELS = {
 
 DEFAULTS = {
     "latent_dim": 1, "alpha": 5000.0, "hidden": 64, "layers": 3, "batch_size": 1000, "epochs": 100,
-    "rise": 5, "fall": 5, "n_ensemble": 20, "lr": 1.0,
+    "steps_per_epoch": 100, "rise": 5, "fall": 5, "n_ensemble": 20, "lr": 0.01,
     "characterisation": {
         "epochs": 100, "lr": 1e-3, "batch_size": 1000, "patience": 10, "mass_width": 0.025,
         "n_subsets": 10, "subset_fraction": 0.9, "grid": {"n_z": 40, "n_mjj": 54},
@@ -136,11 +152,25 @@ def member_seed(seed: int, k: int) -> int:
 def train_member(X: np.ndarray, X_val: np.ndarray, s: dict, seed: int, name: str = "vae"):
     """One VAE trained with KL-peak early stopping: (model, history).
 
-    Adadelta; one log line per epoch; the weights of every epoch are kept until
-    the end, then those of the KL peak (or, without a peak, of the last epoch,
-    with a warning) are restored. ``history`` holds per-epoch lists (loss, mse,
-    kl and their ``val_`` versions, seconds), ``selected_epoch`` (an index into
-    them), ``peak_found`` and the fitted ``scaler``.
+    Adadelta with learning rate ``lr``; an epoch is ``steps_per_epoch``
+    optimizer steps on batches of ``batch_size`` (None: one pass over ``X``),
+    after which the validation KL is computed and one line logged. The
+    published training (TensorFlow 2.3 Adadelta, learning rate 0.001, batch
+    1000 on ~1M events: ~1000 steps per epoch) is what the defaults keep:
+    at small rates Adadelta's steps are proportional to the rate (its
+    accumulated updates stay below epsilon), so 100 steps at 0.01 move the
+    weights about as far as 1000 at 0.001, whatever the size of the data set.
+    An epoch of one pass over ~20k events would be 21 steps: at 0.001 the KL
+    peaks only after hundreds of epochs; at 0.05 (an epoch's worth in 21
+    steps) a step-to-step oscillation shows in the validation KL and the
+    rise/fall rule of :func:`kl_peak` rarely holds; at 1.0 it never did.
+
+    The weights of every epoch are kept until the end, then those of the KL
+    peak are restored; without a peak in ``epochs`` epochs, those of the epoch
+    with the largest validation KL (with a warning). ``history`` holds
+    per-epoch lists (loss, mse, kl and their ``val_`` versions, seconds),
+    ``selected_epoch`` (an index into them), ``peak_found``, the optimizer
+    steps per epoch and the fitted ``scaler``.
     """
     keras = _keras()
     from .models.vae import VAE, epoch_runner, seed_all
@@ -153,6 +183,8 @@ def train_member(X: np.ndarray, X_val: np.ndarray, s: dict, seed: int, name: str
     model.scaling.fit(X)
     model.compile(optimizer=keras.optimizers.Adadelta(learning_rate=s["lr"]))
     run = epoch_runner(model, X.shape[1])
+    steps = s["steps_per_epoch"]
+    steps_per_epoch = int(steps) if steps else math.ceil(len(X) / s["batch_size"])
     rng = np.random.default_rng([int(seed), 7])
     keys = ("loss", "mse", "kl", "val_loss", "val_mse", "val_kl", "seconds")
     hist = {k: [] for k in keys}
@@ -160,7 +192,7 @@ def train_member(X: np.ndarray, X_val: np.ndarray, s: dict, seed: int, name: str
     t0 = time.perf_counter()
     for epoch in range(s["epochs"]):
         t = time.perf_counter()
-        logs = run((X,), s["batch_size"], rng)
+        logs = run((X,), s["batch_size"], rng, steps)
         mse, kl = model.loss_terms_numpy(X_val)
         logs.update(val_loss=float(np.mean(model.alpha * mse + kl)), val_mse=float(mse.mean()),
                     val_kl=float(kl.mean()), seconds=time.perf_counter() - t)
@@ -180,17 +212,18 @@ def train_member(X: np.ndarray, X_val: np.ndarray, s: dict, seed: int, name: str
     if peak is not None:
         selected = peak
     else:
-        finite = np.flatnonzero(np.isfinite(hist["val_kl"]) & np.isfinite(hist["loss"]))
+        val_kl, loss = np.asarray(hist["val_kl"]), np.asarray(hist["loss"])
+        finite = np.flatnonzero(np.isfinite(val_kl) & np.isfinite(loss))
         if len(finite) == 0:
             raise FloatingPointError(f"{name}: no epoch with a finite loss")
-        selected = int(finite[-1])
-        msg = (f"{name}: no validation KL peak ({s['rise']} rising then {s['fall']} falling epochs) in "
-               f"{len(hist['loss'])} epochs; keeping epoch {selected + 1}")
-        log.warning(msg)
+        selected = int(finite[np.argmax(val_kl[finite])])
+        log.warning("%s: no validation KL peak (%d rising then %d falling epochs) in %d epochs; keeping epoch %d "
+                    "of the largest validation KL (%.4g)", name, s["rise"], s["fall"], len(loss), selected + 1,
+                    val_kl[selected])
     model.set_weights(weights[selected])
     history = {**hist, "selected_epoch": selected, "peak_found": peak is not None, "epochs_run": len(hist["loss"]),
-               "n_train": len(X), "n_val": len(X_val), "scaler": model.scaling.values.tolist(),
-               "train_seconds": time.perf_counter() - t0}
+               "steps_per_epoch": steps_per_epoch, "n_train": len(X), "n_val": len(X_val),
+               "scaler": model.scaling.values.tolist(), "train_seconds": time.perf_counter() - t0}
     return model, history
 
 

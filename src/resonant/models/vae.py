@@ -54,27 +54,56 @@ def seed_all(seed: int) -> None:
     keras.utils.set_random_seed(int(seed) % 2**31)
 
 
+class BatchStream:
+    """Indices of training batches: epochs of whole passes, or of a number of full batches.
+
+    ``epoch(n, batch_size, rng)`` yields the batches of one pass in the order of
+    ``rng.permutation(n)`` (the last one may be smaller). ``epoch(n, batch_size,
+    rng, steps)`` yields ``steps`` full batches from a stream of permutations
+    that carries on from one call to the next: an epoch may cover part of a
+    pass or several, and passes follow each other without a gap (a batch may
+    join the end of one permutation to the start of the next).
+    """
+
+    def __init__(self):
+        self.n, self.perm, self.pos = None, None, 0
+
+    def epoch(self, n: int, batch_size: int, rng: np.random.Generator, steps: int | None = None):
+        if steps is None:
+            perm = rng.permutation(n)
+            for i in range(0, n, batch_size):
+                yield perm[i:i + batch_size]
+            return
+        b = min(int(batch_size), n)
+        if self.n != n:
+            self.n, self.perm, self.pos = n, rng.permutation(n), 0
+        for _ in range(int(steps)):
+            if self.pos + b > len(self.perm):  # the rest of this permutation, then the next one
+                self.perm, self.pos = np.r_[self.perm[self.pos:], rng.permutation(n)], 0
+            self.pos += b
+            yield self.perm[self.pos - b:self.pos]
+
+
 def epoch_runner(model: keras.Model, *widths: int):
-    """A function ``run(arrays, batch_size, rng) -> logs`` training ``model`` for one epoch.
+    """A function ``run(arrays, batch_size, rng, steps=None) -> logs`` training ``model`` for one epoch.
 
     ``arrays`` are float32 arrays with the same first dimension and the given
-    ``widths`` (one array: x; two: (x, y)); batches follow ``rng.permutation``.
-    ``model.train_step`` is traced once, for batches of any size. The model must
-    be compiled (its optimizer is built here). ``logs`` are the means of the
-    model's metrics over the epoch.
+    ``widths`` (one array: x; two: (x, y)). An epoch is one pass over the
+    arrays (``steps=None``) or ``steps`` optimizer steps on full batches
+    (:class:`BatchStream`). ``model.train_step`` is traced once, for batches of
+    any size. The model must be compiled (its optimizer is built here).
+    ``logs`` are the means of the model's metrics over the epoch.
     """
     specs = tuple(tf.TensorSpec([None, w], tf.float32) for w in widths)
     model.optimizer.build(model.trainable_variables)
     step = tf.function(model.train_step, input_signature=[specs if len(specs) > 1 else specs[0]], autograph=False)
+    stream = BatchStream()
 
-    def run(arrays, batch_size: int, rng: np.random.Generator) -> dict:
+    def run(arrays, batch_size: int, rng: np.random.Generator, steps: int | None = None) -> dict:
         for m in model.metrics:
             m.reset_state()
-        n = len(arrays[0])
-        perm = rng.permutation(n)
         logs = {}
-        for i in range(0, n, batch_size):
-            idx = perm[i:i + batch_size]
+        for idx in stream.epoch(len(arrays[0]), batch_size, rng, steps):
             batch = tuple(tf.constant(a[idx]) for a in arrays)
             logs = step(batch if len(batch) > 1 else batch[0])
         return {k: float(v) for k, v in logs.items()}
