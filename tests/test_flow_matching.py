@@ -17,7 +17,7 @@ from resonant import flow_matching as FM
 from resonant import pointcloud
 from resonant.errors import InputError
 from resonant.models.epic import EPiCLayer, EPiCVelocity, MLPVelocity, time_embedding
-from resonant.pointcloud import PointCloud
+from resonant.pointcloud import PointCloud, sampling_chunks
 
 from conftest import ROOT
 
@@ -338,12 +338,12 @@ def test_particle_samples_follow_n(trained):
 
 def test_sampling_chunks_bound_the_particle_slots():
     counts = np.sort(np.random.default_rng(0).integers(1, 280, 1000))
-    chunks = list(FM._chunks(counts, 4096))
+    chunks = list(sampling_chunks(counts, 4096))
     assert chunks[0][0] == 0 and chunks[-1][1] == 1000
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
     assert all((stop - start) * counts[stop - 1] <= 4096 for start, stop in chunks)
     assert all(stop == 1000 or (stop - start + 1) * counts[stop] > 4096 for start, stop in chunks)  # greedy
-    assert list(FM._chunks(np.array([5, 9000]), 4096)) == [(0, 1), (1, 2)]  # a cloud above the budget alone
+    assert list(sampling_chunks(np.array([5, 9000]), 4096)) == [(0, 1), (1, 2)]  # a cloud above the budget alone
 
 
 def test_same_seed_same_samples_and_save_load_round_trip(trained, tmp_path):

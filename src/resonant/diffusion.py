@@ -70,8 +70,9 @@ import numpy as np
 from . import io
 from .errors import InputError
 from .models import diffusion as md  # sets KERAS_BACKEND=tensorflow before keras is imported
-from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_finite,
-                         mask_from_counts, n_valid)
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud,
+                         check_mjj, check_training_cloud, child_seed, data_fingerprint, jsonable, mask_from_counts,
+                         n_valid, particle_condition, sampling_chunks)
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,6 @@ def _valid(value, integer: bool, ok) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
         return False
     return bool(ok(value))
-
-
-def child_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed derived from ``seed`` and integer ``keys`` (independent streams per key tuple)."""
-    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 # --------------------------------------------------------------------------------------------- schedule
@@ -279,13 +275,6 @@ class JetData(ScoreData):
         return x, self.cond[idx], np.ones(x.shape[:2], np.float32)
 
 
-def particle_condition(jets: np.ndarray, mjj: np.ndarray, jet_transform: JetTransform) -> np.ndarray:
-    """(N, 2, 6) float32: each jet's transformed (pt, eta, phi, m, n) and the event's m_jj condition."""
-    kin = jet_transform.transform(jets, mjj)
-    mc = np.broadcast_to(jet_transform.mjj_condition(mjj)[:, None, None], (*kin.shape[:2], 1))
-    return np.concatenate([kin, mc], axis=-1).astype(np.float32)
-
-
 class ParticleData(ScoreData):
     """Jets as clouds (event i gives clouds 2i, 2i+1) of transformed constituents, given the jet and m_jj.
 
@@ -365,15 +354,6 @@ def _read_checkpoint(path: Path):
     except (InputError, KeyError, ValueError) as e:
         log.warning("cannot read checkpoint %s (%s): starting afresh", path, e)
         return None
-
-
-def _jsonable(obj):
-    """``obj`` with numpy scalars as Python numbers (fingerprints compare equal after a reload)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 def score_steps(eng, net, ema, opt, decay: float, clip: float):
@@ -483,7 +463,7 @@ def fit_score_net(make_net, train: ScoreData, val: ScoreData, settings: dict, se
                          f"examples x {R} replica(s); lower batch_size")
     if len(val) < 1:
         raise ValueError(f"{name}: no validation examples")
-    fingerprint = _jsonable({"name": name, "settings": s, "seed": seed, "n_train": len(train), "n_val": len(val),
+    fingerprint = jsonable({"name": name, "settings": s, "seed": seed, "n_train": len(train), "n_val": len(val),
                              "replicas": R, **dict(fingerprint or {})})
     ckpt = Path(workdir) / "checkpoints" / "last.h5"
     epochs, patience = int(s["epochs"]), int(s["patience"])
@@ -656,7 +636,7 @@ class JetDiffusion(_Diffusion):
         and takes ``steps`` DDIM steps. n is rounded (>= 1); the jets of an event are
         ordered by pT (the leading jet first).
         """
-        mjj = _check_mjj(mjj)
+        mjj = check_mjj(mjj)
         cond = self.transform.mjj_condition(mjj)[:, None]
         out = np.empty((len(mjj), 2, N_JET_FEATURES), np.float32)
         for i, start in enumerate(range(0, len(mjj), int(batch_size))):
@@ -700,7 +680,7 @@ class ParticleDiffusion(_Diffusion):
         average multiplicity ``SLOTS_PER_JET``, whatever P); chunk i's noise is seeded by
         ``seed`` and i.
         """
-        mjj = _check_mjj(mjj)
+        mjj = check_mjj(mjj)
         jets = np.asarray(jets, np.float32)
         if jets.shape != (len(mjj), 2, len(JET_FIELDS)):
             raise ValueError(f"jets must have shape ({len(mjj)}, 2, {len(JET_FIELDS)}), got {jets.shape}")
@@ -711,7 +691,7 @@ class ParticleDiffusion(_Diffusion):
         cond = particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION)
         x = np.zeros((len(counts), p, len(PARTICLE_FIELDS)), np.float32)
         order = np.argsort(counts, kind="stable")
-        for i, (start, stop) in enumerate(_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
+        for i, (start, stop) in enumerate(sampling_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
             sel = order[start:stop]
             width = int(counts[sel].max())
             mask = mask_from_counts(counts[sel], width).astype(np.float32)
@@ -725,24 +705,6 @@ class ParticleDiffusion(_Diffusion):
         particles = np.take_along_axis(particles, np.argsort(key, axis=1, kind="stable")[..., None], axis=1)
         n = len(mjj)
         return particles.reshape(n, 2, p, len(PARTICLE_FIELDS)), mask.reshape(n, 2, p)
-
-
-def _chunks(sorted_counts: np.ndarray, budget: int):
-    """(start, stop) of consecutive chunks of clouds (ascending ``sorted_counts``) with at most ``budget``
-    particle slots each (chunk size x its largest count); a single cloud may exceed it."""
-    start, n = 0, len(sorted_counts)
-    while start < n:
-        slots = np.arange(1, n - start + 1) * sorted_counts[start:]
-        stop = start + max(1, int(np.searchsorted(slots, budget, side="right")))
-        yield start, stop
-        start = stop
-
-
-def _check_mjj(mjj) -> np.ndarray:
-    mjj = np.asarray(mjj, np.float64).reshape(-1)
-    if not (np.isfinite(mjj).all() and (mjj > 0).all()):
-        raise ValueError("m_jj values must be finite and positive")
-    return mjj
 
 
 def load(path) -> JetDiffusion | ParticleDiffusion:
@@ -780,24 +742,6 @@ def load(path) -> JetDiffusion | ParticleDiffusion:
 
 # --------------------------------------------------------------------------------------------- verbs
 
-def _check_cloud(cloud: PointCloud, name: str) -> None:
-    if not isinstance(cloud, PointCloud):
-        raise TypeError(f"{name} must be a PointCloud, got {type(cloud).__name__}")
-    n, p = len(cloud), cloud.max_particles
-    shapes = {"jets": (n, 2, len(JET_FIELDS)), "particles": (n, 2, p, len(PARTICLE_FIELDS)), "mask": (n, 2, p)}
-    for key, shape in shapes.items():
-        if getattr(cloud, key).shape != shape:
-            raise ValueError(f"{name}.{key} has shape {getattr(cloud, key).shape}, expected {shape}")
-    if n < 1:
-        raise ValueError(f"{name} has no events")
-    check_finite(cloud, name)
-    if not (cloud.mjj > 0).all():
-        raise InputError(name, "m_jj must be positive", "check the event selection", field="mjj")
-
-
-def _data_fingerprint(train: PointCloud, val: PointCloud) -> dict:
-    return {"data": [float(np.sum(c.mjj, dtype=np.float64)) for c in (train, val)]}
-
 
 def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, seed: int, workdir, engine=None,
                     transform: JetTransform | None = None, epoch_callback=None):
@@ -807,12 +751,12 @@ def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, s
     :func:`fit_score_net` for engines, checkpoints and resumption.
     """
     s = settings_with_defaults("jet_model", settings)
-    _check_cloud(train, "train")
-    _check_cloud(val, "val")
+    check_training_cloud(train, "train")
+    check_training_cloud(val, "val")
     transform = transform or JetTransform().fit(train.jets, train.mjj)
     net, history = fit_score_net(lambda: make_net("jet_model", s, seed), JetData(train, transform),
                                  JetData(val, transform), s, seed, workdir, engine, name="jet model",
-                                 fingerprint=_data_fingerprint(train, val), epoch_callback=epoch_callback)
+                                 fingerprint=data_fingerprint(train, val), epoch_callback=epoch_callback)
     return JetDiffusion(net, transform, s, history), history
 
 
@@ -825,8 +769,8 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     that of ``train``. See :func:`fit_score_net` for engines, checkpoints and resumption.
     """
     s = settings_with_defaults("particle_model", settings)
-    _check_cloud(train, "train")
-    _check_cloud(val, "val")
+    check_training_cloud(train, "train")
+    check_training_cloud(val, "val")
     if val.max_particles != train.max_particles:
         raise ValueError(f"train has {train.max_particles} particle slots, val {val.max_particles}")
     jet_transform = jet_transform or JetTransform().fit(train.jets, train.mjj)
@@ -834,7 +778,7 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     net, history = fit_score_net(lambda: make_net("particle_model", s, seed),
                                  ParticleData(train, jet_transform, particle_transform),
                                  ParticleData(val, jet_transform, particle_transform), s, seed, workdir, engine,
-                                 name="particle model", fingerprint=_data_fingerprint(train, val),
+                                 name="particle model", fingerprint=data_fingerprint(train, val),
                                  epoch_callback=epoch_callback)
     return ParticleDiffusion(net, jet_transform, particle_transform, s, train.max_particles, history), history
 
@@ -853,7 +797,7 @@ def generate(jet_model: JetDiffusion, particle_model: ParticleDiffusion, mjj, ma
     if getattr(writer, "max_particles", max_particles) != max_particles:
         raise ValueError(f"the writer has {writer.max_particles} particle slots, generate was asked for "
                          f"{max_particles}")
-    mjj = _check_mjj(mjj)
+    mjj = check_mjj(mjj)
     batch_size = int(batch_size)
     n_batches = -(-len(mjj) // batch_size)
     t0 = time.perf_counter()

@@ -52,8 +52,9 @@ from . import io
 from .train.schedule import lr_factor  # linear warm-up, then cosine decay
 from .errors import InputError
 from .models.epic import EPiCVelocity, MLPVelocity
-from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_finite,
-                         mask_from_counts, n_valid)
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud,
+                         check_mjj, check_training_cloud, child_seed, data_fingerprint, jsonable, mask_from_counts,
+                         n_valid, particle_condition, sampling_chunks)
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,6 @@ def _valid(value, integer: bool, ok) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
         return False
     return bool(ok(value))
-
-
-def child_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed derived from ``seed`` and integer ``keys`` (independent streams per key tuple)."""
-    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1, np.uint64)[0] >> 1)
 
 
 # --------------------------------------------------------------------------------------------- loss and ODE
@@ -219,18 +215,6 @@ class JetData(FlowData):
         jets = self.jets[idx].astype(np.float64)
         jets[..., JET_FIELDS.index("n")] += rng.uniform(-0.5, 0.5, jets.shape[:2])
         return self.transform.transform(jets, self.mjj[idx]).reshape(len(idx), -1), self.cond[idx], None
-
-
-def particle_condition(jets: np.ndarray, mjj: np.ndarray, jet_transform: JetTransform) -> np.ndarray:
-    """(N, 2, 6) float32: each jet's transformed (pt, eta, phi, m, n) and the event's m_jj condition.
-
-    The jet's multiplicity n is in the condition because the particles kept are the leading
-    min(n, max_particles) of the jet: below the cap, how soft the last kept particle is depends on
-    how many were cut away (without n the generated soft end is far too broad).
-    """
-    kin = jet_transform.transform(jets, mjj)
-    mc = np.broadcast_to(jet_transform.mjj_condition(mjj)[:, None, None], (*kin.shape[:2], 1))
-    return np.concatenate([kin, mc], axis=-1).astype(np.float32)
 
 
 class ParticleData(FlowData):
@@ -435,7 +419,7 @@ def fit_velocity(net: torch.nn.Module, train: FlowData, val: FlowData, settings:
         raise ValueError(f"the seed must be >= 0, got {seed}")
     if len(train) < 1 or len(val) < 1:
         raise ValueError(f"{name}: need training and validation examples (got {len(train)} and {len(val)})")
-    fingerprint = _jsonable({"name": name, "settings": s, "seed": seed, "n_train": len(train), "n_val": len(val),
+    fingerprint = jsonable({"name": name, "settings": s, "seed": seed, "n_train": len(train), "n_val": len(val),
                              **dict(fingerprint or {})})
     ckpt_dir = Path(workdir) / "checkpoints"
     L.seed_everything(seed, workers=True, verbose=False)
@@ -484,15 +468,6 @@ def fit_velocity(net: torch.nn.Module, train: FlowData, val: FlowData, settings:
                    train_seconds=float(sum(history["epoch_time"])),
                    n_parameters=sum(p.numel() for p in module.net.parameters()))
     return module.net.cpu().eval(), history
-
-
-def _jsonable(obj):
-    """``obj`` with numpy scalars as Python numbers (checkpoint fingerprints compare equal after a reload)."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -574,7 +549,7 @@ class JetFlow(_Flow):
         i) over ``steps`` midpoint steps. n is rounded (>= 1); the jets of an event are
         ordered by pT (the leading jet first).
         """
-        mjj = _check_mjj(mjj)
+        mjj = check_mjj(mjj)
         device = _device(device)
         cond = torch.from_numpy(self.transform.mjj_condition(mjj)[:, None])
         out = np.empty((len(mjj), N_JET_FEATURES), np.float32)
@@ -620,7 +595,7 @@ class ParticleFlow(_Flow):
         ``batch_size`` events of average multiplicity ``SLOTS_PER_JET``, whatever P);
         chunk i's noise is seeded by ``seed`` and i.
         """
-        mjj = _check_mjj(mjj)
+        mjj = check_mjj(mjj)
         jets = np.asarray(jets, np.float32)
         if jets.shape != (len(mjj), 2, len(JET_FIELDS)):
             raise ValueError(f"jets must have shape ({len(mjj)}, 2, {len(JET_FIELDS)}), got {jets.shape}")
@@ -632,7 +607,7 @@ class ParticleFlow(_Flow):
         cond = torch.from_numpy(particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION))
         x = np.zeros((len(counts), p, len(PARTICLE_FIELDS)), np.float32)
         order = np.argsort(counts, kind="stable")
-        for i, (start, stop) in enumerate(_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
+        for i, (start, stop) in enumerate(sampling_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
             sel = order[start:stop]
             width = int(counts[sel].max())
             mask = torch.from_numpy(mask_from_counts(counts[sel], width)).to(device)
@@ -647,24 +622,6 @@ class ParticleFlow(_Flow):
         particles = np.take_along_axis(particles, np.argsort(key, axis=1, kind="stable")[..., None], axis=1)
         n = len(mjj)
         return particles.reshape(n, 2, p, len(PARTICLE_FIELDS)), mask.reshape(n, 2, p)
-
-
-def _chunks(sorted_counts: np.ndarray, budget: int):
-    """(start, stop) of consecutive chunks of clouds (ascending ``sorted_counts``) with at most ``budget``
-    particle slots each (chunk size x its largest count); a single cloud may exceed it."""
-    start, n = 0, len(sorted_counts)
-    while start < n:
-        slots = np.arange(1, n - start + 1) * sorted_counts[start:]
-        stop = start + max(1, int(np.searchsorted(slots, budget, side="right")))
-        yield start, stop
-        start = stop
-
-
-def _check_mjj(mjj) -> np.ndarray:
-    mjj = np.asarray(mjj, np.float64).reshape(-1)
-    if not (np.isfinite(mjj).all() and (mjj > 0).all()):
-        raise ValueError("m_jj values must be finite and positive")
-    return mjj
 
 
 def load(path) -> JetFlow | ParticleFlow:
@@ -697,24 +654,6 @@ def load(path) -> JetFlow | ParticleFlow:
 
 # --------------------------------------------------------------------------------------------- verbs
 
-def _check_cloud(cloud: PointCloud, name: str) -> None:
-    if not isinstance(cloud, PointCloud):
-        raise TypeError(f"{name} must be a PointCloud, got {type(cloud).__name__}")
-    n, p = len(cloud), cloud.max_particles
-    shapes = {"jets": (n, 2, len(JET_FIELDS)), "particles": (n, 2, p, len(PARTICLE_FIELDS)), "mask": (n, 2, p)}
-    for key, shape in shapes.items():
-        if getattr(cloud, key).shape != shape:
-            raise ValueError(f"{name}.{key} has shape {getattr(cloud, key).shape}, expected {shape}")
-    if n < 1:
-        raise ValueError(f"{name} has no events")
-    check_finite(cloud, name)
-    if not (cloud.mjj > 0).all():
-        raise InputError(name, "m_jj must be positive", "check the event selection", field="mjj")
-
-
-def _data_fingerprint(train: PointCloud, val: PointCloud) -> dict:
-    return {"data": [float(np.sum(c.mjj, dtype=np.float64)) for c in (train, val)]}
-
 
 def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, seed: int, workdir,
                     trainer_kwargs: dict | None = None, transform: JetTransform | None = None):
@@ -725,13 +664,13 @@ def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, s
     run returns the model; only global rank zero should save it.
     """
     s = settings_with_defaults("jet_model", settings)
-    _check_cloud(train, "train")
-    _check_cloud(val, "val")
+    check_training_cloud(train, "train")
+    check_training_cloud(val, "val")
     transform = transform or JetTransform().fit(train.jets, train.mjj)
     L.seed_everything(int(seed), workers=True, verbose=False)
     net = make_net("jet_model", s)
     net, history = fit_velocity(net, JetData(train, transform), JetData(val, transform), s, seed, workdir,
-                                trainer_kwargs, name="jet model", fingerprint=_data_fingerprint(train, val))
+                                trainer_kwargs, name="jet model", fingerprint=data_fingerprint(train, val))
     return JetFlow(net, transform, s, history), history
 
 
@@ -744,8 +683,8 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     that of ``train``. See :func:`fit_velocity` for checkpoints, resumption and devices.
     """
     s = settings_with_defaults("particle_model", settings)
-    _check_cloud(train, "train")
-    _check_cloud(val, "val")
+    check_training_cloud(train, "train")
+    check_training_cloud(val, "val")
     if val.max_particles != train.max_particles:
         raise ValueError(f"train has {train.max_particles} particle slots, val {val.max_particles}")
     jet_transform = jet_transform or JetTransform().fit(train.jets, train.mjj)
@@ -754,7 +693,7 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     net = make_net("particle_model", s)
     net, history = fit_velocity(net, ParticleData(train, jet_transform, particle_transform),
                                 ParticleData(val, jet_transform, particle_transform), s, seed, workdir,
-                                trainer_kwargs, name="particle model", fingerprint=_data_fingerprint(train, val))
+                                trainer_kwargs, name="particle model", fingerprint=data_fingerprint(train, val))
     return ParticleFlow(net, jet_transform, particle_transform, s, train.max_particles, history), history
 
 
@@ -771,7 +710,7 @@ def generate(jet_flow: JetFlow, particle_flow: ParticleFlow, mjj, max_particles:
     if getattr(writer, "max_particles", max_particles) != max_particles:
         raise ValueError(f"the writer has {writer.max_particles} particle slots, generate was asked for "
                          f"{max_particles}")
-    mjj = _check_mjj(mjj)
+    mjj = check_mjj(mjj)
     batch_size = int(batch_size)
     n_batches = -(-len(mjj) // batch_size)
     t0 = time.perf_counter()

@@ -370,3 +370,70 @@ def particle_panels(samples: dict, reference: str, region: str) -> list:
     out.append((f"{region} particles per jet (cap {samples[reference].max_particles})", counts,
                 _bins(counts[reference], integer=True)))
     return out
+
+
+# --------------------------------------------------------------------------------------------- generators
+# Helpers of the generators of whole events (flow matching, diffusion); torch- and TensorFlow-free.
+
+
+def child_seed(seed: int, *keys: int) -> int:
+    """A 63-bit seed derived from ``seed`` and integer ``keys`` (independent streams per key tuple)."""
+    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def sampling_chunks(sorted_counts: np.ndarray, budget: int):
+    """(start, stop) of consecutive chunks of clouds (ascending ``sorted_counts``) with at most ``budget``
+    particle slots each (chunk size x its largest count); a single cloud may exceed it."""
+    start, n = 0, len(sorted_counts)
+    while start < n:
+        slots = np.arange(1, n - start + 1) * sorted_counts[start:]
+        stop = start + max(1, int(np.searchsorted(slots, budget, side="right")))
+        yield start, stop
+        start = stop
+
+
+def check_mjj(mjj) -> np.ndarray:
+    mjj = np.asarray(mjj, np.float64).reshape(-1)
+    if not (np.isfinite(mjj).all() and (mjj > 0).all()):
+        raise ValueError("m_jj values must be finite and positive")
+    return mjj
+
+
+def check_training_cloud(cloud: PointCloud, name: str) -> None:
+    if not isinstance(cloud, PointCloud):
+        raise TypeError(f"{name} must be a PointCloud, got {type(cloud).__name__}")
+    n, p = len(cloud), cloud.max_particles
+    shapes = {"jets": (n, 2, len(JET_FIELDS)), "particles": (n, 2, p, len(PARTICLE_FIELDS)), "mask": (n, 2, p)}
+    for key, shape in shapes.items():
+        if getattr(cloud, key).shape != shape:
+            raise ValueError(f"{name}.{key} has shape {getattr(cloud, key).shape}, expected {shape}")
+    if n < 1:
+        raise ValueError(f"{name} has no events")
+    check_finite(cloud, name)
+    if not (cloud.mjj > 0).all():
+        raise InputError(name, "m_jj must be positive", "check the event selection", field="mjj")
+
+
+def data_fingerprint(train: PointCloud, val: PointCloud) -> dict:
+    return {"data": [float(np.sum(c.mjj, dtype=np.float64)) for c in (train, val)]}
+
+
+def jsonable(obj):
+    """``obj`` with numpy scalars as Python numbers (checkpoint fingerprints compare equal after a reload)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj.item() if isinstance(obj, np.generic) else obj
+
+
+def particle_condition(jets: np.ndarray, mjj: np.ndarray, jet_transform: JetTransform) -> np.ndarray:
+    """(N, 2, 6) float32: each jet's transformed (pt, eta, phi, m, n) and the event's m_jj condition.
+
+    The jet's multiplicity n is in the condition because the particles kept are the leading
+    min(n, max_particles) of the jet: below the cap, how soft the last kept particle is depends on
+    how many were cut away (without n the generated soft end is far too broad).
+    """
+    kin = jet_transform.transform(jets, mjj)
+    mc = np.broadcast_to(jet_transform.mjj_condition(mjj)[:, None, None], (*kin.shape[:2], 1))
+    return np.concatenate([kin, mc], axis=-1).astype(np.float32)
