@@ -22,8 +22,9 @@ DATA = "results/data/gen-tiny"
 # Per injection and seed: classic CATHODE and two contrastive configurations (ID, EP), each an engine run.
 ENGINES = {"cathode_flow": 6, "cathode_sample": 6, "cathode_classify": 6, "cathode_fidelity": 6}
 SUMMARIES = {"summarize": 1, "plot_curves": 1, "required_injection": 1}
+# bdt.py also holds the class weights the point-cloud classifier uses
 DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 6, "cathode_fidelity": 6, "cathode_checks": 3,
-                     "contrastive_combine": 4, "metrics": 10, **SUMMARIES}
+                     "contrastive_combine": 4, "pc_classifier": 4, "pc_checks": 1, "metrics": 14, **SUMMARIES}
 DOWNSTREAM_OF_FLOW = {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "cathode_fidelity": 2,
                       "cathode_checks": 1, "metrics": 2, **SUMMARIES}
 DOWNSTREAM_OF_FLOW_CODE = {**ENGINES, "cathode_checks": 3, "contrastive_combine": 4, "metrics": 6, **SUMMARIES}
