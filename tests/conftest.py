@@ -46,3 +46,23 @@ def assert_same_jets(fast, slow):
     for j in ("j1", "j2"):
         for x, y in zip(fast.constituents[j], slow.constituents[j]):
             np.testing.assert_array_equal(x, y)
+
+
+def toy_events(n: int, p: int = 12, seed: int = 0):
+    """Dijet-like point clouds: jets with pT ~ m_jj / 2, n in [1, 20) (some above ``p``), random constituents."""
+    from resonant.pointcloud import PointCloud, mask_from_counts, n_valid
+
+    rng = np.random.default_rng(seed)
+    mjj = rng.uniform(2500, 4500, n).astype(np.float32)
+    jets = np.zeros((n, 2, 5), np.float32)
+    jets[..., 0] = mjj[:, None] / 2 * rng.uniform(0.8, 1.0, (n, 2))
+    jets[..., 1] = rng.normal(0, 1, (n, 2))
+    jets[..., 2] = rng.uniform(-np.pi, np.pi, (n, 2))
+    jets[..., 3] = rng.uniform(20, 400, (n, 2))
+    jets[..., 4] = rng.integers(1, 20, (n, 2))
+    jets = np.where((jets[:, 1, 0] > jets[:, 0, 0])[:, None, None], jets[:, ::-1], jets)  # leading first
+    mask = mask_from_counts(n_valid(jets, p), p)
+    particles = np.zeros((n, 2, p, 3), np.float32)
+    particles[..., 0] = -np.sort(-rng.dirichlet(np.ones(p), (n, 2)), axis=-1) * mask
+    particles[..., 1:] = rng.normal(0, 0.2, (n, 2, p, 2)) * mask[..., None]
+    return PointCloud(jets, particles, mask, mjj)

@@ -26,28 +26,10 @@ from resonant.errors import InputError  # noqa: E402
 from resonant.pointcloud import PointCloud  # noqa: E402
 from resonant.train import keras_distributed as KD  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, toy_events  # noqa: E402
 
 TINY = {"width": 16, "blocks": 1, "heads": 2, "fourier_dim": 8, "batch_size": 32, "epochs": 2, "patience": 5,
         "ema_decay": 0.9}
-
-
-def toy_events(n: int, p: int = 12, seed: int = 0) -> PointCloud:
-    """Dijet-like point clouds: jets with pT ~ m_jj / 2, n in [1, 20) (some above ``p``), random constituents."""
-    rng = np.random.default_rng(seed)
-    mjj = rng.uniform(2500, 4500, n).astype(np.float32)
-    jets = np.zeros((n, 2, 5), np.float32)
-    jets[..., 0] = mjj[:, None] / 2 * rng.uniform(0.8, 1.0, (n, 2))
-    jets[..., 1] = rng.normal(0, 1, (n, 2))
-    jets[..., 2] = rng.uniform(-np.pi, np.pi, (n, 2))
-    jets[..., 3] = rng.uniform(20, 400, (n, 2))
-    jets[..., 4] = rng.integers(1, 20, (n, 2))
-    jets = np.where((jets[:, 1, 0] > jets[:, 0, 0])[:, None, None], jets[:, ::-1], jets)  # leading first
-    mask = pointcloud.mask_from_counts(pointcloud.n_valid(jets, p), p)
-    particles = np.zeros((n, 2, p, 3), np.float32)
-    particles[..., 0] = -np.sort(-rng.dirichlet(np.ones(p), (n, 2)), axis=-1) * mask
-    particles[..., 1:] = rng.normal(0, 0.2, (n, 2, p, 2)) * mask[..., None]
-    return PointCloud(jets, particles, mask, mjj)
 
 
 class Records(logging.Handler):
