@@ -70,9 +70,10 @@ import numpy as np
 from . import io
 from .errors import InputError
 from .models import diffusion as md  # sets KERAS_BACKEND=tensorflow before keras is imported
-from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud,
-                         check_mjj, check_training_cloud, child_seed, data_fingerprint, jsonable, mask_from_counts,
-                         n_valid, particle_condition, sampling_chunks)
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_mjj,
+                         check_particle_sampling, check_training_cloud, child_seed, data_fingerprint, jsonable,
+                         leading_jet_first, mask_from_counts, n_valid, particle_condition, sampled_particles,
+                         sampling_chunks)
 
 log = logging.getLogger(__name__)
 
@@ -646,8 +647,7 @@ class JetDiffusion(_Diffusion):
             out[start:stop] = self._sample(noise, cond[start:stop], np.ones((stop - start, 2), np.float32), steps,
                                            second_order)
         jets = self.transform.inverse(out, mjj)
-        swap = jets[:, 1, 0] > jets[:, 0, 0]
-        jets[swap] = jets[swap][:, ::-1]
+        jets = leading_jet_first(jets)
         return jets
 
 
@@ -680,13 +680,8 @@ class ParticleDiffusion(_Diffusion):
         average multiplicity ``SLOTS_PER_JET``, whatever P); chunk i's noise is seeded by
         ``seed`` and i.
         """
-        mjj = check_mjj(mjj)
-        jets = np.asarray(jets, np.float32)
-        if jets.shape != (len(mjj), 2, len(JET_FIELDS)):
-            raise ValueError(f"jets must have shape ({len(mjj)}, 2, {len(JET_FIELDS)}), got {jets.shape}")
-        p = self.max_particles if max_particles is None else int(max_particles)
-        if p < 1:
-            raise ValueError(f"max_particles must be >= 1, got {max_particles}")
+        p = self.max_particles if max_particles is None else max_particles
+        jets, mjj, p = check_particle_sampling(jets, mjj, p)
         counts = n_valid(jets, p).reshape(-1)
         cond = particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION)
         x = np.zeros((len(counts), p, len(PARTICLE_FIELDS)), np.float32)
@@ -698,13 +693,7 @@ class ParticleDiffusion(_Diffusion):
             noise = np.random.default_rng(child_seed(seed, i)).standard_normal(
                 (len(sel), width, len(PARTICLE_FIELDS)), dtype=np.float32)
             x[sel, :width] = self._sample(noise, cond[sel], mask, steps, second_order)
-        mask = mask_from_counts(counts, p)
-        particles = self.particle_transform.inverse(x, mask)
-        # leading constituents first, as in the data
-        key = np.where(mask, -particles[..., PARTICLE_FIELDS.index("pt_rel")], np.inf)
-        particles = np.take_along_axis(particles, np.argsort(key, axis=1, kind="stable")[..., None], axis=1)
-        n = len(mjj)
-        return particles.reshape(n, 2, p, len(PARTICLE_FIELDS)), mask.reshape(n, 2, p)
+        return sampled_particles(x, counts, self.particle_transform)
 
 
 def load(path) -> JetDiffusion | ParticleDiffusion:

@@ -52,9 +52,10 @@ from . import io
 from .train.schedule import lr_factor  # linear warm-up, then cosine decay
 from .errors import InputError
 from .models.epic import EPiCVelocity, MLPVelocity
-from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud,
-                         check_mjj, check_training_cloud, child_seed, data_fingerprint, jsonable, mask_from_counts,
-                         n_valid, particle_condition, sampling_chunks)
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_mjj,
+                         check_particle_sampling, check_training_cloud, child_seed, data_fingerprint, jsonable,
+                         leading_jet_first, mask_from_counts, n_valid, particle_condition, sampled_particles,
+                         sampling_chunks)
 
 log = logging.getLogger(__name__)
 
@@ -560,8 +561,7 @@ class JetFlow(_Flow):
             x = integrate(self._velocity(device, cond[start:stop].to(device)), noise.to(device), steps)
             out[start:stop] = x.cpu().numpy()
         jets = self.transform.inverse(out.reshape(len(mjj), 2, len(JET_FIELDS)), mjj)
-        swap = jets[:, 1, 0] > jets[:, 0, 0]
-        jets[swap] = jets[swap][:, ::-1]
+        jets = leading_jet_first(jets)
         return jets
 
 
@@ -595,13 +595,8 @@ class ParticleFlow(_Flow):
         ``batch_size`` events of average multiplicity ``SLOTS_PER_JET``, whatever P);
         chunk i's noise is seeded by ``seed`` and i.
         """
-        mjj = check_mjj(mjj)
-        jets = np.asarray(jets, np.float32)
-        if jets.shape != (len(mjj), 2, len(JET_FIELDS)):
-            raise ValueError(f"jets must have shape ({len(mjj)}, 2, {len(JET_FIELDS)}), got {jets.shape}")
-        p = self.max_particles if max_particles is None else int(max_particles)
-        if p < 1:
-            raise ValueError(f"max_particles must be >= 1, got {max_particles}")
+        p = self.max_particles if max_particles is None else max_particles
+        jets, mjj, p = check_particle_sampling(jets, mjj, p)
         device = _device(device)
         counts = n_valid(jets, p).reshape(-1)
         cond = torch.from_numpy(particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION))
@@ -615,13 +610,7 @@ class ParticleFlow(_Flow):
             noise = torch.randn(len(sel), width, len(PARTICLE_FIELDS), generator=gen).to(device)
             y = integrate(self._velocity(device, cond[sel].to(device), mask), noise * mask.unsqueeze(-1), steps)
             x[sel, :width] = y.cpu().numpy()
-        mask = mask_from_counts(counts, p)
-        particles = self.particle_transform.inverse(x, mask)
-        # leading constituents first, as in the data
-        key = np.where(mask, -particles[..., PARTICLE_FIELDS.index("pt_rel")], np.inf)
-        particles = np.take_along_axis(particles, np.argsort(key, axis=1, kind="stable")[..., None], axis=1)
-        n = len(mjj)
-        return particles.reshape(n, 2, p, len(PARTICLE_FIELDS)), mask.reshape(n, 2, p)
+        return sampled_particles(x, counts, self.particle_transform)
 
 
 def load(path) -> JetFlow | ParticleFlow:

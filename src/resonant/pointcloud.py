@@ -437,3 +437,34 @@ def particle_condition(jets: np.ndarray, mjj: np.ndarray, jet_transform: JetTran
     kin = jet_transform.transform(jets, mjj)
     mc = np.broadcast_to(jet_transform.mjj_condition(mjj)[:, None, None], (*kin.shape[:2], 1))
     return np.concatenate([kin, mc], axis=-1).astype(np.float32)
+
+
+def leading_jet_first(jets: np.ndarray) -> np.ndarray:
+    """Generated jets (N, 2, 5) with the higher-pT jet of each event first, as in the data."""
+    swap = jets[:, 1, 0] > jets[:, 0, 0]
+    jets[swap] = jets[swap][:, ::-1]
+    return jets
+
+
+def check_particle_sampling(jets, mjj, max_particles) -> tuple[np.ndarray, np.ndarray, int]:
+    """(jets float32, mjj, particle slots) for a particle model's ``sample``; ValueError on bad shapes."""
+    mjj = check_mjj(mjj)
+    jets = np.asarray(jets, np.float32)
+    if jets.shape != (len(mjj), 2, len(JET_FIELDS)):
+        raise ValueError(f"jets must have shape ({len(mjj)}, 2, {len(JET_FIELDS)}), got {jets.shape}")
+    p = int(max_particles)
+    if p < 1:
+        raise ValueError(f"max_particles must be >= 1, got {max_particles}")
+    return jets, mjj, p
+
+
+def sampled_particles(x: np.ndarray, counts: np.ndarray, transform: ParticleTransform):
+    """(particles (N, 2, P, 3), mask (N, 2, P)) from a particle model's transformed clouds ``x`` (2N, P, 3)
+    with ``counts`` real particles each: inverted, the leading constituents first, as in the data."""
+    p = x.shape[1]
+    mask = mask_from_counts(counts, p)
+    particles = transform.inverse(x, mask)
+    key = np.where(mask, -particles[..., PARTICLE_FIELDS.index("pt_rel")], np.inf)
+    particles = np.take_along_axis(particles, np.argsort(key, axis=1, kind="stable")[..., None], axis=1)
+    n = len(counts) // 2
+    return particles.reshape(n, 2, p, len(PARTICLE_FIELDS)), mask.reshape(n, 2, p)
