@@ -385,7 +385,7 @@ def test_generate_writes_a_valid_file(trained, tmp_path, caplog):
     paths = [tmp_path / "gen-a.h5", tmp_path / "gen-b.h5"]
     for path in paths:
         with pointcloud.GeneratedWriter(path, 12, attrs={"model": "diffusion"}) as writer:
-            with caplog.at_level(logging.INFO, logger="resonant.diffusion"):
+            with caplog.at_level(logging.INFO, logger="resonant.generative"):
                 info = D.generate(trained["jets"], trained["particles"], mjj, 12, steps=3, batch_size=20, seed=9,
                                   writer=writer)
     assert info["events"] == 50 and info["evaluations"] == 6

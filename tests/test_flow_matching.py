@@ -409,7 +409,7 @@ def test_generate_writes_a_valid_file(trained, tmp_path, caplog):
     paths = [tmp_path / "gen-a.h5", tmp_path / "gen-b.h5"]
     for path in paths:
         with pointcloud.GeneratedWriter(path, 12, attrs={"model": "flow_matching"}) as writer:
-            with caplog.at_level("INFO", logger="resonant.flow_matching"):
+            with caplog.at_level("INFO", logger="resonant.generative"):
                 info = FM.generate(trained["jets"], trained["particles"], mjj, 12, steps=3, batch_size=20, seed=9,
                                    writer=writer)
     assert info["events"] == 50

@@ -67,13 +67,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import generative, io
 from .errors import InputError
+from .generative import (N_PARTICLE_CONDITION, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
+                         ParticleModel, checked_settings, from_header, header_kind, jet_training_transforms,
+                         particle_training_transforms)
 from .models import diffusion as md  # sets KERAS_BACKEND=tensorflow before keras is imported
-from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_mjj,
-                         check_particle_sampling, check_training_cloud, child_seed, data_fingerprint, jsonable,
-                         leading_jet_first, mask_from_counts, n_valid, particle_condition, sampled_particles,
-                         sampling_chunks)
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
+                         jsonable, particle_condition)
 
 log = logging.getLogger(__name__)
 
@@ -100,32 +101,12 @@ LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 _B = math.atan(math.exp(-0.5 * LOGSNR_MAX))
 _A = math.atan(math.exp(-0.5 * LOGSNR_MIN)) - _B
 N_JET_FEATURES = len(JET_FIELDS)
-N_PARTICLE_CONDITION = len(JET_FIELDS) + 1  # the jet's transformed (pt, eta, phi, m, n) and the m_jj condition
-#: particle slots per jet that a sampling batch budgets for (LHCO jets average ~50-80 constituents)
-SLOTS_PER_JET = 64
 _STREAM_TRAIN, _STREAM_VAL = 1, 2
 
 
 def settings_with_defaults(kind: str, settings: dict | None) -> dict:
     """``DEFAULTS[kind]`` updated by ``settings``; unknown keys or out-of-range values raise ``ValueError``."""
-    if kind not in DEFAULTS:
-        raise ValueError(f"unknown diffusion settings kind {kind!r} (allowed: {', '.join(DEFAULTS)})")
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS[kind]))
-    if unknown:
-        raise ValueError(f"unknown diffusion.{kind} setting(s) {', '.join(unknown)} "
-                         f"(allowed: {', '.join(DEFAULTS[kind])})")
-    out = {**DEFAULTS[kind], **settings}
-    bad = [f"{k}={v!r} (must be {_RULES[k][2]})" for k, v in out.items() if not _valid(v, *_RULES[k][:2])]
-    if bad:
-        raise ValueError(f"diffusion.{kind}: bad value(s) {'; '.join(bad)}")
-    return out
-
-
-def _valid(value, integer: bool, ok) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
-        return False
-    return bool(ok(value))
+    return checked_settings("diffusion", DEFAULTS, _RULES, kind, settings)
 
 
 # --------------------------------------------------------------------------------------------- schedule
@@ -555,49 +536,21 @@ def make_net(kind: str, settings: dict, seed: int = 0):
                               heads=settings["heads"], fourier_dim=settings["fourier_dim"], seed=seed)
 
 
-class _Diffusion:
-    """What both generators share: the network, settings, history, sampler and the file format."""
+class _Diffusion(GeneratorModel):
+    """A diffusion model: DDIM sampling with one traced graph per order; saved as HDF5."""
 
-    kind = ""
+    family = "diffusion"
+    default_steps = DEFAULTS["sampling"]["steps"]
+    checked = staticmethod(settings_with_defaults)
 
-    def __init__(self, net, settings: dict, history: dict | None = None):
-        self.net = net
-        self.settings = settings_with_defaults(self.kind, settings)
-        self.history = dict(history or {})
-        self._samplers = {}
-
-    def _transforms(self) -> dict:
-        raise NotImplementedError
-
-    def _extra(self) -> dict:
-        return {}
-
-    def save(self, path) -> None:
-        """``path`` (HDF5: weights, settings, transforms) and ``path.with_suffix('.json')`` (settings, history)."""
-        path = Path(path)
-        arrays = _checkpoint_arrays("w", self.net.weights)
-        io.write_h5(path, arrays, attrs={"format": _FORMAT, "kind": self.kind, "settings": self.settings,
-                                         "fourier_seed": self.net.seed, "transforms": self._transforms(),
-                                         **self._extra()})
-        io.write_json({"kind": self.kind, "settings": self.settings, "history": self.history, **self._extra(),
-                       "n_parameters": md.n_parameters(self.net)}, path.with_suffix(".json"))
-
-    @classmethod
-    def load(cls, path):
-        """The generator saved at ``path`` (must be of this class's kind)."""
-        model = load(path)
-        if not isinstance(model, cls):
-            raise InputError(path, f"holds a {model.kind}, not a {cls.kind}", "pass the other model file",
-                             field="kind")
-        return model
-
-    def _sample(self, z, cond, mask, steps: int, second_order: bool = True) -> np.ndarray:
-        """DDIM from noise ``z`` (B, T, F) given ``cond`` (B, C) and ``mask`` (B, T): one traced graph per order."""
+    def _integrate(self, z, cond, mask, steps, second_order: bool = True) -> np.ndarray:
+        """DDIM from noise ``z`` (B, T, F) given ``cond`` (B, C) and ``mask`` (B, T)."""
         import tensorflow as tf
 
         if int(steps) < 1:
             raise ValueError(f"sampling needs at least one step, got {steps}")
-        fn = self._samplers.get(bool(second_order))
+        samplers = self.__dict__.setdefault("_samplers", {})
+        fn = samplers.get(bool(second_order))
         if fn is None:
             net = self.net
             spec = [tf.TensorSpec([None, None, net.n_features], tf.float32),
@@ -611,89 +564,30 @@ class _Diffusion:
 
                 return ddim_sample(v_fn, z * mask[..., None], steps, second_order)
 
-            self._samplers[bool(second_order)] = fn
+            samplers[bool(second_order)] = fn
         out = fn(tf.constant(z, tf.float32), tf.constant(cond, tf.float32), tf.constant(mask, tf.float32),
                  tf.constant(int(steps), tf.int32))
         return out.numpy()
 
+    def save(self, path) -> None:
+        """``path`` (HDF5: weights, settings, transforms) and ``path.with_suffix('.json')`` (settings, history)."""
+        path = Path(path)
+        io.write_h5(path, _checkpoint_arrays("w", self.net.weights),
+                    attrs={"format": _FORMAT, "fourier_seed": self.net.seed, **self.header()})
+        io.write_json(self.summary(md.n_parameters(self.net)), path.with_suffix(".json"))
 
-class JetDiffusion(_Diffusion):
-    """The jet model: samples both jets' (pt, eta, phi, m, n) given m_jj."""
-
-    kind = "jet_model"
-
-    def __init__(self, net, transform: JetTransform, settings: dict, history: dict | None = None):
-        super().__init__(net, settings, history)
-        self.transform = transform
-
-    def _transforms(self):
-        return {"jets": self.transform.to_dict()}
-
-    def sample(self, mjj, steps: int = 512, seed: int = 0, batch_size: int = 4096,
-               second_order: bool = True) -> np.ndarray:
-        """Jets float32 (N, 2, 5) in physical units for the m_jj values ``mjj`` (N,).
-
-        Batch i of ``batch_size`` events starts from its own noise (seeded by ``seed`` and i)
-        and takes ``steps`` DDIM steps. n is rounded (>= 1); the jets of an event are
-        ordered by pT (the leading jet first).
-        """
-        mjj = check_mjj(mjj)
-        cond = self.transform.mjj_condition(mjj)[:, None]
-        out = np.empty((len(mjj), 2, N_JET_FEATURES), np.float32)
-        for i, start in enumerate(range(0, len(mjj), int(batch_size))):
-            stop = min(start + int(batch_size), len(mjj))
-            noise = np.random.default_rng(child_seed(seed, i)).standard_normal((stop - start, 2, N_JET_FEATURES),
-                                                                               dtype=np.float32)
-            out[start:stop] = self._sample(noise, cond[start:stop], np.ones((stop - start, 2), np.float32), steps,
-                                           second_order)
-        jets = self.transform.inverse(out, mjj)
-        jets = leading_jet_first(jets)
-        return jets
+    @classmethod
+    def load(cls, path):
+        """The model saved at ``path`` (must be of this class's kind)."""
+        return cls.of_kind(load(path), path)
 
 
-class ParticleDiffusion(_Diffusion):
-    """The particle model: samples each jet's constituents given the jets and m_jj."""
+class JetDiffusion(_Diffusion, JetModel):
+    """The jet model: a score model of both jets' (pt, eta, phi, m, n) as two tokens given m_jj."""
 
-    kind = "particle_model"
 
-    def __init__(self, net, jet_transform: JetTransform, particle_transform: ParticleTransform, settings: dict,
-                 max_particles: int, history: dict | None = None):
-        super().__init__(net, settings, history)
-        self.jet_transform, self.particle_transform = jet_transform, particle_transform
-        self.max_particles = int(max_particles)
-
-    def _transforms(self):
-        return {"jets": self.jet_transform.to_dict(), "particles": self.particle_transform.to_dict()}
-
-    def _extra(self):
-        return {"max_particles": self.max_particles}
-
-    def sample(self, jets, mjj, max_particles: int | None = None, steps: int = 512, seed: int = 0,
-               batch_size: int = 4096, second_order: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(particles float32 (N, 2, P, 3), mask bool (N, 2, P)) for ``jets`` (N, 2, 5) and ``mjj`` (N,).
-
-        P = ``max_particles`` (default: that of the training data). Jet j gets
-        ``pointcloud.n_valid(jets, P)`` particles, in the first slots, ordered by
-        decreasing pT_rel; padded slots are 0. The clouds are sampled in chunks of similar
-        multiplicity, each cut to its largest cloud and holding at most 2 ``batch_size`` x
-        ``SLOTS_PER_JET`` particle slots (memory stays that of ``batch_size`` events of
-        average multiplicity ``SLOTS_PER_JET``, whatever P); chunk i's noise is seeded by
-        ``seed`` and i.
-        """
-        p = self.max_particles if max_particles is None else max_particles
-        jets, mjj, p = check_particle_sampling(jets, mjj, p)
-        counts = n_valid(jets, p).reshape(-1)
-        cond = particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION)
-        x = np.zeros((len(counts), p, len(PARTICLE_FIELDS)), np.float32)
-        order = np.argsort(counts, kind="stable")
-        for i, (start, stop) in enumerate(sampling_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
-            sel = order[start:stop]
-            width = int(counts[sel].max())
-            mask = mask_from_counts(counts[sel], width).astype(np.float32)
-            noise = np.random.default_rng(child_seed(seed, i)).standard_normal(
-                (len(sel), width, len(PARTICLE_FIELDS)), dtype=np.float32)
-            x[sel, :width] = self._sample(noise, cond[sel], mask, steps, second_order)
-        return sampled_particles(x, counts, self.particle_transform)
+class ParticleDiffusion(_Diffusion, ParticleModel):
+    """The particle model: a score model of each jet's constituents given the jet and m_jj."""
 
 
 def load(path) -> JetDiffusion | ParticleDiffusion:
@@ -709,11 +603,9 @@ def load(path) -> JetDiffusion | ParticleDiffusion:
     if attrs.get("format") != _FORMAT:
         raise InputError(path, "not a diffusion model file of this version",
                          "retrain the model with this version of the workflow", field="format")
-    kind = attrs.get("kind")
-    if kind not in ("jet_model", "particle_model"):
-        raise InputError(path, f"unknown model kind {kind!r}", "retrain the model", field="kind")
-    settings = settings_with_defaults(kind, attrs["settings"])
-    net = make_net(kind, settings, seed=int(attrs.get("fourier_seed", 0)))
+    kind = header_kind(path, attrs)
+    attrs["settings"] = settings_with_defaults(kind, attrs["settings"])
+    net = make_net(kind, attrs["settings"], seed=int(attrs.get("fourier_seed", 0)))
     try:
         _assign(net.weights, _stored(arrays, "w"), str(path))
     except ValueError as e:
@@ -721,12 +613,7 @@ def load(path) -> JetDiffusion | ParticleDiffusion:
                          field="weights") from e
     side = path.with_suffix(".json")
     history = io.read_json(side).get("history", {}) if side.exists() else {}
-    transforms = attrs["transforms"]
-    if kind == "jet_model":
-        return JetDiffusion(net, JetTransform.from_dict(transforms["jets"]), settings, history)
-    return ParticleDiffusion(net, JetTransform.from_dict(transforms["jets"]),
-                             ParticleTransform.from_dict(transforms["particles"]), settings, attrs["max_particles"],
-                             history)
+    return from_header(path, attrs, net, (JetDiffusion, ParticleDiffusion), history)
 
 
 # --------------------------------------------------------------------------------------------- verbs
@@ -740,9 +627,7 @@ def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, s
     :func:`fit_score_net` for engines, checkpoints and resumption.
     """
     s = settings_with_defaults("jet_model", settings)
-    check_training_cloud(train, "train")
-    check_training_cloud(val, "val")
-    transform = transform or JetTransform().fit(train.jets, train.mjj)
+    transform = jet_training_transforms(train, val, transform)
     net, history = fit_score_net(lambda: make_net("jet_model", s, seed), JetData(train, transform),
                                  JetData(val, transform), s, seed, workdir, engine, name="jet model",
                                  fingerprint=data_fingerprint(train, val), epoch_callback=epoch_callback)
@@ -758,12 +643,7 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     that of ``train``. See :func:`fit_score_net` for engines, checkpoints and resumption.
     """
     s = settings_with_defaults("particle_model", settings)
-    check_training_cloud(train, "train")
-    check_training_cloud(val, "val")
-    if val.max_particles != train.max_particles:
-        raise ValueError(f"train has {train.max_particles} particle slots, val {val.max_particles}")
-    jet_transform = jet_transform or JetTransform().fit(train.jets, train.mjj)
-    particle_transform = particle_transform or ParticleTransform().fit(train.particles, train.mask)
+    jet_transform, particle_transform = particle_training_transforms(train, val, jet_transform, particle_transform)
     net, history = fit_score_net(lambda: make_net("particle_model", s, seed),
                                  ParticleData(train, jet_transform, particle_transform),
                                  ParticleData(val, jet_transform, particle_transform), s, seed, workdir, engine,
@@ -773,38 +653,9 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
 
 
 def generate(jet_model: JetDiffusion, particle_model: ParticleDiffusion, mjj, max_particles: int, steps: int = 512,
-             batch_size: int = 4096, seed: int = 0, writer=None) -> dict:
-    """Generate one event per value of ``mjj`` and write them, batch by batch, to ``writer``.
-
-    ``writer`` is an open :class:`~resonant.pointcloud.GeneratedWriter` (memory stays that
-    of one batch). Batch b's jets and particles use seeds derived from ``seed`` and b.
-    Logs one line per batch; returns {"events", "seconds", "events_per_second",
-    "evaluations"} (network evaluations per event and model).
-    """
-    if writer is None:
-        raise ValueError("generate needs an open pointcloud.GeneratedWriter")
-    if getattr(writer, "max_particles", max_particles) != max_particles:
-        raise ValueError(f"the writer has {writer.max_particles} particle slots, generate was asked for "
-                         f"{max_particles}")
-    mjj = check_mjj(mjj)
-    batch_size = int(batch_size)
-    n_batches = -(-len(mjj) // batch_size)
-    t0 = time.perf_counter()
-    for b in range(n_batches):
-        tb = time.perf_counter()
-        m = mjj[b * batch_size:(b + 1) * batch_size]
-        jets = jet_model.sample(m, steps=steps, seed=child_seed(seed, b, 0), batch_size=batch_size)
-        particles, mask = particle_model.sample(jets, m, max_particles, steps=steps, seed=child_seed(seed, b, 1),
-                                                batch_size=batch_size)
-        cloud = PointCloud(jets, particles, mask, m.astype(np.float32))
-        bad = [k for k in ("jets", "particles") if not np.isfinite(getattr(cloud, k)).all()]
-        if bad:
-            raise FloatingPointError(f"generated batch {b} has non-finite {' and '.join(bad)}: the score model is "
-                                     "unstable; retrain it or sample with more steps")
-        writer.write(cloud)
-        dt = time.perf_counter() - tb
-        log.info("generated batch %d/%d: %d events in %.1fs (%.0f events/s)", b + 1, n_batches, len(m), dt,
-                 len(m) / max(dt, 1e-9))
-    seconds = time.perf_counter() - t0
-    return {"events": len(mjj), "seconds": seconds, "events_per_second": len(mjj) / max(seconds, 1e-9),
-            "evaluations": evaluations(steps)}
+             batch_size: int = 4096, seed: int = 0, writer=None, second_order: bool = True) -> dict:
+    """:func:`resonant.generative.generate` with the diffusion models; the result adds "evaluations"
+    (network evaluations per event and model)."""
+    info = generative.generate(jet_model, particle_model, mjj, max_particles, steps, batch_size, seed, writer,
+                               second_order=second_order)
+    return {**info, "evaluations": evaluations(steps, second_order)}

@@ -48,14 +48,15 @@ import lightning as L
 import numpy as np
 import torch
 
-from . import io
+from . import generative, io
+from .generative import (GeneratorModel, JetModel, ParticleModel, checked_settings, from_header, header_kind,
+                         jet_training_transforms, particle_training_transforms)
 from .train.schedule import lr_factor  # linear warm-up, then cosine decay
 from .errors import InputError
 from .models.epic import EPiCVelocity, MLPVelocity
-from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_mjj,
-                         check_particle_sampling, check_training_cloud, child_seed, data_fingerprint, jsonable,
-                         leading_jet_first, mask_from_counts, n_valid, particle_condition, sampled_particles,
-                         sampling_chunks)
+from .generative import N_PARTICLE_CONDITION, SLOTS_PER_JET  # noqa: F401 - part of this module's interface
+from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
+                         jsonable, particle_condition)
 
 log = logging.getLogger(__name__)
 
@@ -80,31 +81,11 @@ _RULES = {
 }
 _FORMAT = 1  # of the saved model files
 N_JET_FEATURES = 2 * len(JET_FIELDS)  # the jet model's vector: both jets' features
-N_PARTICLE_CONDITION = 6  # the particle model's condition: jet (pt, eta, phi, m, n) and the m_jj condition
-#: particle slots per jet that a sampling batch budgets for (LHCO jets average ~50-80 constituents)
-SLOTS_PER_JET = 64
 
 
 def settings_with_defaults(kind: str, settings: dict | None) -> dict:
     """``DEFAULTS[kind]`` updated by ``settings``; unknown keys or out-of-range values raise ``ValueError``."""
-    if kind not in DEFAULTS:
-        raise ValueError(f"unknown flow-matching settings kind {kind!r} (allowed: {', '.join(DEFAULTS)})")
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULTS[kind]))
-    if unknown:
-        raise ValueError(f"unknown flow_matching.{kind} setting(s) {', '.join(unknown)} "
-                         f"(allowed: {', '.join(DEFAULTS[kind])})")
-    out = {**DEFAULTS[kind], **settings}
-    bad = [f"{k}={v!r} (must be {_RULES[k][2]})" for k, v in out.items() if not _valid(v, *_RULES[k][:2])]
-    if bad:
-        raise ValueError(f"flow_matching.{kind}: bad value(s) {'; '.join(bad)}")
-    return out
-
-
-def _valid(value, integer: bool, ok) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
-        return False
-    return bool(ok(value))
+    return checked_settings("flow_matching", DEFAULTS, _RULES, kind, settings)
 
 
 # --------------------------------------------------------------------------------------------- loss and ODE
@@ -489,128 +470,47 @@ def _device(device) -> torch.device:
     return torch.device(device)
 
 
-class _Flow:
-    """What both generators share: the network, settings, history and the file format."""
+class _Flow(GeneratorModel):
+    """A flow-matching model: integrates its velocity field with torchdiffeq; saved with torch."""
 
-    kind = ""
+    family = "flow_matching"
+    default_steps = DEFAULTS["sampling"]["steps"]
+    checked = staticmethod(settings_with_defaults)
 
-    def __init__(self, net: torch.nn.Module, settings: dict, history: dict | None = None):
-        self.net = net.eval()
-        self.settings = settings_with_defaults(self.kind, settings)
-        self.history = dict(history or {})
-
-    def _transforms(self) -> dict:
-        raise NotImplementedError
-
-    def _extra(self) -> dict:
-        return {}
+    @torch.no_grad()
+    def _integrate(self, z, cond, mask, steps, device=None):
+        """``steps`` midpoint steps from noise ``z`` (B, T, F) on ``device`` (default: a GPU if there is one)."""
+        device = _device(device)
+        net = self.net.to(device).eval()
+        x0, c = torch.from_numpy(z).to(device), torch.from_numpy(cond).to(device)
+        if self.kind == "jet_model":  # an MLP on both jets' features as one vector
+            x0, m = x0.reshape(len(z), -1), None
+        else:
+            m = torch.from_numpy(mask > 0).to(device)
+        x = integrate(lambda t, x: net(x, t, c, m), x0, steps)
+        return x.cpu().numpy().reshape(z.shape)
 
     def save(self, path) -> None:
         """``path`` (torch: weights, settings, transforms) and ``path.with_suffix('.json')`` (settings, history)."""
         path = Path(path)
-        payload = {"format": _FORMAT, "kind": self.kind, "settings": self.settings,
-                   "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-                   "transforms": self._transforms(), **self._extra()}
+        payload = {"format": _FORMAT, **self.header(),
+                   "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()}}
         with io.atomic_path(path, suffix=".tmp.pt") as tmp:
             torch.save(payload, tmp)
-        io.write_json({"kind": self.kind, "settings": self.settings, "history": self.history, **self._extra(),
-                       "n_parameters": sum(p.numel() for p in self.net.parameters())}, path.with_suffix(".json"))
+        io.write_json(self.summary(sum(p.numel() for p in self.net.parameters())), path.with_suffix(".json"))
 
     @classmethod
     def load(cls, path):
-        """The generator saved at ``path`` (must be of this class's kind)."""
-        flow = load(path)
-        if not isinstance(flow, cls):
-            raise InputError(path, f"holds a {flow.kind}, not a {cls.kind}", "pass the other model file",
-                             field="kind")
-        return flow
-
-    def _velocity(self, device, cond, mask=None):
-        net = self.net.to(device)
-        return lambda t, x: net(x, t, cond, mask)
+        """The model saved at ``path`` (must be of this class's kind)."""
+        return cls.of_kind(load(path), path)
 
 
-class JetFlow(_Flow):
-    """The jet model: samples both jets' (pt, eta, phi, m, n) given m_jj."""
-
-    kind = "jet_model"
-
-    def __init__(self, net, transform: JetTransform, settings: dict, history: dict | None = None):
-        super().__init__(net, settings, history)
-        self.transform = transform
-
-    def _transforms(self):
-        return {"jets": self.transform.to_dict()}
-
-    @torch.no_grad()
-    def sample(self, mjj, steps: int = 250, seed: int = 0, batch_size: int = 4096, device=None) -> np.ndarray:
-        """Jets float32 (N, 2, 5) in physical units for the m_jj values ``mjj`` (N,).
-
-        Batch i of ``batch_size`` events integrates its own noise (seeded by ``seed`` and
-        i) over ``steps`` midpoint steps. n is rounded (>= 1); the jets of an event are
-        ordered by pT (the leading jet first).
-        """
-        mjj = check_mjj(mjj)
-        device = _device(device)
-        cond = torch.from_numpy(self.transform.mjj_condition(mjj)[:, None])
-        out = np.empty((len(mjj), N_JET_FEATURES), np.float32)
-        for i, start in enumerate(range(0, len(mjj), int(batch_size))):
-            stop = min(start + int(batch_size), len(mjj))
-            gen = torch.Generator().manual_seed(child_seed(seed, i))
-            noise = torch.randn(stop - start, N_JET_FEATURES, generator=gen)
-            x = integrate(self._velocity(device, cond[start:stop].to(device)), noise.to(device), steps)
-            out[start:stop] = x.cpu().numpy()
-        jets = self.transform.inverse(out.reshape(len(mjj), 2, len(JET_FIELDS)), mjj)
-        jets = leading_jet_first(jets)
-        return jets
+class JetFlow(_Flow, JetModel):
+    """The jet model: a CNF of both jets' (pt, eta, phi, m, n) given m_jj (an MLP velocity)."""
 
 
-class ParticleFlow(_Flow):
-    """The particle model: samples each jet's constituents given the jets and m_jj."""
-
-    kind = "particle_model"
-
-    def __init__(self, net, jet_transform: JetTransform, particle_transform: ParticleTransform, settings: dict,
-                 max_particles: int, history: dict | None = None):
-        super().__init__(net, settings, history)
-        self.jet_transform, self.particle_transform = jet_transform, particle_transform
-        self.max_particles = int(max_particles)
-
-    def _transforms(self):
-        return {"jets": self.jet_transform.to_dict(), "particles": self.particle_transform.to_dict()}
-
-    def _extra(self):
-        return {"max_particles": self.max_particles}
-
-    @torch.no_grad()
-    def sample(self, jets, mjj, max_particles: int | None = None, steps: int = 250, seed: int = 0,
-               batch_size: int = 4096, device=None) -> tuple[np.ndarray, np.ndarray]:
-        """(particles float32 (N, 2, P, 3), mask bool (N, 2, P)) for ``jets`` (N, 2, 5) and ``mjj`` (N,).
-
-        P = ``max_particles`` (default: that of the training data). Jet j gets
-        ``pointcloud.n_valid(jets, P)`` particles, in the first slots, ordered by
-        decreasing pT_rel; padded slots are 0. The clouds are integrated in chunks of
-        similar multiplicity, each cut to its largest cloud and holding at most
-        2 ``batch_size`` x ``SLOTS_PER_JET`` particle slots (so memory stays that of
-        ``batch_size`` events of average multiplicity ``SLOTS_PER_JET``, whatever P);
-        chunk i's noise is seeded by ``seed`` and i.
-        """
-        p = self.max_particles if max_particles is None else max_particles
-        jets, mjj, p = check_particle_sampling(jets, mjj, p)
-        device = _device(device)
-        counts = n_valid(jets, p).reshape(-1)
-        cond = torch.from_numpy(particle_condition(jets, mjj, self.jet_transform).reshape(-1, N_PARTICLE_CONDITION))
-        x = np.zeros((len(counts), p, len(PARTICLE_FIELDS)), np.float32)
-        order = np.argsort(counts, kind="stable")
-        for i, (start, stop) in enumerate(sampling_chunks(counts[order], 2 * int(batch_size) * SLOTS_PER_JET)):
-            sel = order[start:stop]
-            width = int(counts[sel].max())
-            mask = torch.from_numpy(mask_from_counts(counts[sel], width)).to(device)
-            gen = torch.Generator().manual_seed(child_seed(seed, i))
-            noise = torch.randn(len(sel), width, len(PARTICLE_FIELDS), generator=gen).to(device)
-            y = integrate(self._velocity(device, cond[sel].to(device), mask), noise * mask.unsqueeze(-1), steps)
-            x[sel, :width] = y.cpu().numpy()
-        return sampled_particles(x, counts, self.particle_transform)
+class ParticleFlow(_Flow, ParticleModel):
+    """The particle model: a CNF of each jet's constituents given the jet and m_jj (an EPiC velocity)."""
 
 
 def load(path) -> JetFlow | ParticleFlow:
@@ -625,20 +525,13 @@ def load(path) -> JetFlow | ParticleFlow:
     if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
         raise InputError(path, "not a flow-matching model file of this version",
                          "retrain the model with this version of the workflow", field="format")
-    kind = payload.get("kind")
-    if kind not in ("jet_model", "particle_model"):
-        raise InputError(path, f"unknown model kind {kind!r}", "retrain the model", field="kind")
-    settings = settings_with_defaults(kind, payload["settings"])
-    net = make_net(kind, settings)
+    kind = header_kind(path, payload)
+    payload["settings"] = settings_with_defaults(kind, payload["settings"])
+    net = make_net(kind, payload["settings"])
     net.load_state_dict(payload["state_dict"])
     side = path.with_suffix(".json")
     history = io.read_json(side).get("history", {}) if side.exists() else {}
-    transforms = payload["transforms"]
-    if kind == "jet_model":
-        return JetFlow(net, JetTransform.from_dict(transforms["jets"]), settings, history)
-    return ParticleFlow(net, JetTransform.from_dict(transforms["jets"]),
-                        ParticleTransform.from_dict(transforms["particles"]), settings, payload["max_particles"],
-                        history)
+    return from_header(path, payload, net.eval(), (JetFlow, ParticleFlow), history)
 
 
 # --------------------------------------------------------------------------------------------- verbs
@@ -653,9 +546,7 @@ def train_jet_model(train: PointCloud, val: PointCloud, settings: dict | None, s
     run returns the model; only global rank zero should save it.
     """
     s = settings_with_defaults("jet_model", settings)
-    check_training_cloud(train, "train")
-    check_training_cloud(val, "val")
-    transform = transform or JetTransform().fit(train.jets, train.mjj)
+    transform = jet_training_transforms(train, val, transform)
     L.seed_everything(int(seed), workers=True, verbose=False)
     net = make_net("jet_model", s)
     net, history = fit_velocity(net, JetData(train, transform), JetData(val, transform), s, seed, workdir,
@@ -672,12 +563,7 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     that of ``train``. See :func:`fit_velocity` for checkpoints, resumption and devices.
     """
     s = settings_with_defaults("particle_model", settings)
-    check_training_cloud(train, "train")
-    check_training_cloud(val, "val")
-    if val.max_particles != train.max_particles:
-        raise ValueError(f"train has {train.max_particles} particle slots, val {val.max_particles}")
-    jet_transform = jet_transform or JetTransform().fit(train.jets, train.mjj)
-    particle_transform = particle_transform or ParticleTransform().fit(train.particles, train.mask)
+    jet_transform, particle_transform = particle_training_transforms(train, val, jet_transform, particle_transform)
     L.seed_everything(int(seed), workers=True, verbose=False)
     net = make_net("particle_model", s)
     net, history = fit_velocity(net, ParticleData(train, jet_transform, particle_transform),
@@ -688,35 +574,6 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
 
 def generate(jet_flow: JetFlow, particle_flow: ParticleFlow, mjj, max_particles: int, steps: int = 250,
              batch_size: int = 4096, seed: int = 0, writer=None, device=None) -> dict:
-    """Generate one event per value of ``mjj`` and write them, batch by batch, to ``writer``.
-
-    ``writer`` is an open :class:`~resonant.pointcloud.GeneratedWriter` (memory stays
-    that of one batch). Batch b's jets and particles use seeds derived from ``seed`` and
-    b. Logs one line per batch; returns {"events", "seconds", "events_per_second"}.
-    """
-    if writer is None:
-        raise ValueError("generate needs an open pointcloud.GeneratedWriter")
-    if getattr(writer, "max_particles", max_particles) != max_particles:
-        raise ValueError(f"the writer has {writer.max_particles} particle slots, generate was asked for "
-                         f"{max_particles}")
-    mjj = check_mjj(mjj)
-    batch_size = int(batch_size)
-    n_batches = -(-len(mjj) // batch_size)
-    t0 = time.perf_counter()
-    for b in range(n_batches):
-        tb = time.perf_counter()
-        m = mjj[b * batch_size:(b + 1) * batch_size]
-        jets = jet_flow.sample(m, steps=steps, seed=child_seed(seed, b, 0), batch_size=batch_size, device=device)
-        particles, mask = particle_flow.sample(jets, m, max_particles, steps=steps, seed=child_seed(seed, b, 1),
-                                               batch_size=batch_size, device=device)
-        cloud = PointCloud(jets, particles, mask, m.astype(np.float32))
-        bad = [k for k in ("jets", "particles") if not np.isfinite(getattr(cloud, k)).all()]
-        if bad:
-            raise FloatingPointError(f"generated batch {b} has non-finite {' and '.join(bad)}: the flow is unstable; "
-                                     "retrain it or sample with more steps")
-        writer.write(cloud)
-        dt = time.perf_counter() - tb
-        log.info("generated batch %d/%d: %d events in %.1fs (%.0f events/s)", b + 1, n_batches, len(m), dt,
-                 len(m) / max(dt, 1e-9))
-    seconds = time.perf_counter() - t0
-    return {"events": len(mjj), "seconds": seconds, "events_per_second": len(mjj) / max(seconds, 1e-9)}
+    """:func:`resonant.generative.generate` with the flow-matching models, integrated on ``device``."""
+    return generative.generate(jet_flow, particle_flow, mjj, max_particles, steps, batch_size, seed, writer,
+                               device=device)
