@@ -70,7 +70,7 @@ import numpy as np
 from . import generative, io
 from .errors import InputError
 from .generative import (N_PARTICLE_CONDITION, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
-                         ParticleModel, checked_settings, from_header, header_kind, jet_training_transforms,
+                         ParticleModel, checked_settings, from_header, read_saved, jet_training_transforms,
                          particle_training_transforms)
 from .models import diffusion as md  # sets KERAS_BACKEND=tensorflow before keras is imported
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
@@ -592,18 +592,11 @@ class ParticleDiffusion(_Diffusion, ParticleModel):
 
 def load(path) -> JetDiffusion | ParticleDiffusion:
     """The :class:`JetDiffusion` or :class:`ParticleDiffusion` saved at ``path``."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist", "run the diffusion training stage")
-    try:
-        arrays, attrs = io.read_h5(path)
-    except InputError as e:
-        raise InputError(path, f"not a readable diffusion model ({e.problem})", "delete it and rerun the training"
-                         ) from e
-    if attrs.get("format") != _FORMAT:
-        raise InputError(path, "not a diffusion model file of this version",
-                         "retrain the model with this version of the workflow", field="format")
-    kind = header_kind(path, attrs)
+    def read(p):
+        arrays, attrs = io.read_h5(p)
+        return attrs, arrays
+
+    kind, attrs, arrays = read_saved(path, "diffusion", read, _FORMAT)
     attrs["settings"] = settings_with_defaults(kind, attrs["settings"])
     net = make_net(kind, attrs["settings"], seed=int(attrs.get("fourier_seed", 0)))
     try:
@@ -611,9 +604,7 @@ def load(path) -> JetDiffusion | ParticleDiffusion:
     except ValueError as e:
         raise InputError(path, f"the weights do not fit the settings ({e})", "retrain the model",
                          field="weights") from e
-    side = path.with_suffix(".json")
-    history = io.read_json(side).get("history", {}) if side.exists() else {}
-    return from_header(path, attrs, net, (JetDiffusion, ParticleDiffusion), history)
+    return from_header(path, attrs, net, (JetDiffusion, ParticleDiffusion))
 
 
 # --------------------------------------------------------------------------------------------- verbs

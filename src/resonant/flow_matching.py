@@ -49,10 +49,9 @@ import numpy as np
 import torch
 
 from . import generative, io
-from .generative import (GeneratorModel, JetModel, ParticleModel, checked_settings, from_header, header_kind,
+from .generative import (GeneratorModel, JetModel, ParticleModel, checked_settings, from_header, read_saved,
                          jet_training_transforms, particle_training_transforms)
 from .train.schedule import lr_factor  # linear warm-up, then cosine decay
-from .errors import InputError
 from .models.epic import EPiCVelocity, MLPVelocity
 from .generative import N_PARTICLE_CONDITION, SLOTS_PER_JET  # noqa: F401 - part of this module's interface
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
@@ -515,23 +514,15 @@ class ParticleFlow(_Flow, ParticleModel):
 
 def load(path) -> JetFlow | ParticleFlow:
     """The :class:`JetFlow` or :class:`ParticleFlow` saved at ``path`` (networks on the CPU in eval mode)."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "file does not exist", "run the flow-matching training stage")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
-        raise InputError(path, f"not a readable flow-matching model ({e})", "delete it and rerun the training") from e
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
-        raise InputError(path, "not a flow-matching model file of this version",
-                         "retrain the model with this version of the workflow", field="format")
-    kind = header_kind(path, payload)
+    def read(p):
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+        return payload, payload
+
+    kind, payload, _ = read_saved(path, "flow-matching", read, _FORMAT)
     payload["settings"] = settings_with_defaults(kind, payload["settings"])
     net = make_net(kind, payload["settings"])
     net.load_state_dict(payload["state_dict"])
-    side = path.with_suffix(".json")
-    history = io.read_json(side).get("history", {}) if side.exists() else {}
-    return from_header(path, payload, net.eval(), (JetFlow, ParticleFlow), history)
+    return from_header(path, payload, net.eval(), (JetFlow, ParticleFlow))
 
 
 # --------------------------------------------------------------------------------------------- verbs

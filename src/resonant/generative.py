@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 
+from . import io
 from .errors import InputError
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_mjj,
                          check_particle_sampling, check_training_cloud, child_seed, leading_jet_first,
@@ -190,23 +192,42 @@ class ParticleModel(GeneratorModel):
         return sampled_particles(x, counts, self.particle_transform)
 
 
-def from_header(path, header: dict, net, classes: tuple[type, type], history: dict) -> JetModel | ParticleModel:
-    """The model of ``classes`` = (jet class, particle class) that a saved file's ``header`` describes."""
-    kind = header_kind(path, header)
-    jet_cls, particle_cls = classes
-    t = header["transforms"]
-    if kind == "jet_model":
-        return jet_cls(net, JetTransform.from_dict(t["jets"]), header["settings"], history)
-    return particle_cls(net, JetTransform.from_dict(t["jets"]), ParticleTransform.from_dict(t["particles"]),
-                        header["settings"], header["max_particles"], history)
+def read_saved(path, what: str, read, fmt: int):
+    """(kind, header, contents) of a saved model file, or an error naming the file and the fix.
 
-
-def header_kind(path, header: dict) -> str:
-    """The model kind a saved file's header names (checked)."""
+    ``read(path)`` returns (header dict, contents); ``what`` names the generator in the
+    messages; ``fmt`` is the file format version the header must have.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file does not exist", f"run the {what} training stage")
+    try:
+        header, contents = read(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise InputError(path, f"not a readable {what} model ({getattr(e, 'problem', e)})",
+                         "delete it and rerun the training") from e
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise InputError(path, f"not a {what} model file of this version",
+                         "retrain the model with this version of the workflow", field="format")
     kind = header.get("kind")
     if kind not in KINDS:
         raise InputError(path, f"unknown model kind {kind!r}", "retrain the model", field="kind")
-    return kind
+    return kind, header, contents
+
+
+def from_header(path, header: dict, net, classes: tuple[type, type]) -> JetModel | ParticleModel:
+    """The model of ``classes`` = (jet class, particle class) that a saved file's ``header`` describes.
+
+    The training history comes from the JSON beside ``path`` when it is there.
+    """
+    side = Path(path).with_suffix(".json")
+    history = io.read_json(side).get("history", {}) if side.exists() else {}
+    jet_cls, particle_cls = classes
+    t = header["transforms"]
+    if header["kind"] == "jet_model":
+        return jet_cls(net, JetTransform.from_dict(t["jets"]), header["settings"], history)
+    return particle_cls(net, JetTransform.from_dict(t["jets"]), ParticleTransform.from_dict(t["particles"]),
+                        header["settings"], header["max_particles"], history)
 
 
 # --------------------------------------------------------------------------------------------- training inputs
