@@ -22,7 +22,7 @@ include: "rules/regions.smk"
 include: "rules/cathode.smk"
 include: "rules/contrastive.smk"
 include: "rules/vae.smk"
-include: "rules/flow_matching.smk"
+include: "rules/generators.smk"
 include: "rules/classify.smk"
 include: "rules/evaluate.smk"
 

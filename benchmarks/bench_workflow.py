@@ -30,7 +30,7 @@ FAMILIES = {  # rule -> stage family (branch); the CATHODE engine rules by their
     "contrastive_latent_sets": "contrastive", "contrastive_combine": "contrastive",
     "contrastive_latent_checks": "contrastive", "vae_train": "vae", "vae_characterise": "vae",
     "train_jet_fm": "flow_matching", "train_particle_fm": "flow_matching", "sample_fm": "flow_matching",
-    "pc_checks": "flow_matching",
+    "train_jet_diffusion": "diffusion", "train_particle_diffusion": "diffusion", "sample_diffusion": "diffusion",
 }
 
 
@@ -38,8 +38,8 @@ def family(rule: str, wildcards: str) -> str:
     """The branch a job belongs to: engine and classifier rules by their wildcards."""
     if rule.startswith("cathode_"):
         return "contrastive" if "contrastive-" in wildcards else "cathode"
-    if rule == "pc_classifier":
-        return "idealised_pointcloud" if "idealised_pointcloud" in wildcards else "flow_matching"
+    if rule in ("pc_classifier", "pc_checks"):  # by the {pcmethod} or {generator} wildcard
+        return next((m for m in ("idealised_pointcloud", "diffusion", "flow_matching") if m in wildcards), rule)
     return FAMILIES.get(rule, rule)
 
 

@@ -1,5 +1,5 @@
 # The point-cloud classifier, shared by the generators of whole events (flow
-# matching; diffusion to come) and the point-cloud idealised detector; the
+# matching, diffusion) and the point-cloud idealised detector; the
 # generators' fidelity checks and generated-vs-true feature figures.
 
 

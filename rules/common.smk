@@ -332,13 +332,12 @@ def latent_check_params(wildcards):
 
 
 # ---------------------------------------------------------------- point-cloud branches
-# Generators of whole events (flow matching; diffusion to come) share the
+# Generators of whole events (flow matching, diffusion) share the
 # point-cloud classifier, its fidelity checks and the feature figures
 # (rules/classify.smk). Each (study, injection, seed) trains its own generator
 # in its sidebands.
 POINTCLOUD = config["pointcloud"]
-GENERATORS = ("flow_matching",)
-PC_METHODS = (*GENERATORS, "idealised_pointcloud")
+from resonant.config import GENERATORS, POINTCLOUD_METHODS as PC_METHODS
 
 
 def enabled_generators():

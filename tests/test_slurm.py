@@ -24,9 +24,9 @@ LOCAL_SITE = [
     # still a job whose own command is the launcher (srun), as on a real site
     "train_contrastive_encoder:nodes=1", "train_contrastive_encoder:gpu=1", "train_contrastive_encoder:cpus_per_gpu=1",
     "train_contrastive_encoder:mem_mb=2000", "train_contrastive_encoder:runtime=30",
-    *[f"{rule}:{k}" for rule in ("train_jet_fm", "train_particle_fm") for k in
+    *[f"{rule}:{k}" for rule in ("train_jet_fm", "train_particle_fm", "train_jet_diffusion", "train_particle_diffusion") for k in
       ("nodes=1", "gpu=1", "cpus_per_gpu=1", "mem_mb=2000", "runtime=30")],
-    *[f"{rule}:{k}" for rule in ("sample_fm", "pc_classifier", "pc_checks") for k in
+    *[f"{rule}:{k}" for rule in ("sample_fm", "sample_diffusion", "pc_classifier", "pc_checks") for k in
       ("gpu=1", "cpus_per_gpu=1", "mem_mb=2000", "runtime=30")],
     "--set-threads", "reference=1",
 ]

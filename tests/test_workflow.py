@@ -24,18 +24,19 @@ ENGINES = {"cathode_flow": 6, "cathode_sample": 6, "cathode_classify": 6, "catho
 SUMMARIES = {"summarize": 1, "plot_curves": 1, "required_injection": 1}
 # bdt.py also holds the class weights the point-cloud classifier uses
 DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 6, "cathode_fidelity": 6, "cathode_checks": 3,
-                     "contrastive_combine": 4, "pc_classifier": 4, "pc_checks": 1, "metrics": 14, **SUMMARIES}
+                     "contrastive_combine": 4, "pc_classifier": 6, "pc_checks": 2, "metrics": 16, **SUMMARIES}
 DOWNSTREAM_OF_FLOW = {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "cathode_fidelity": 2,
                       "cathode_checks": 1, "metrics": 2, **SUMMARIES}
 DOWNSTREAM_OF_FLOW_CODE = {**ENGINES, "cathode_checks": 3, "contrastive_combine": 4, "metrics": 6, **SUMMARIES}
 VAE = {"vae_train": 2, "vae_characterise": 1}
-# Flow matching per injection and seed (and SB samples for the checks of the first seed); the point-cloud
-# classifier runs for flow matching and the point-cloud idealised detector.
+# Each generator per injection and seed (and SB samples for the checks of the first seed); the point-cloud
+# classifier runs for flow matching, diffusion and the point-cloud idealised detector.
 FM = {"train_jet_fm": 2, "train_particle_fm": 2, "sample_fm": 3}
-POINT_CLOUD = {**FM, "pc_classifier": 4, "pc_checks": 1}
+DIFFUSION = {"train_jet_diffusion": 2, "train_particle_diffusion": 2, "sample_diffusion": 3}
+POINT_CLOUD = {**FM, **DIFFUSION, "pc_classifier": 6, "pc_checks": 2}
 DOWNSTREAM_OF_STUDY_SETS = {"study_sets": 2, "reference": 4, **ENGINES, "cathode_checks": 3,
                             "contrastive_latent_sets": 4, "contrastive_combine": 4, **VAE, **POINT_CLOUD,
-                            "metrics": 16, **SUMMARIES}
+                            "metrics": 18, **SUMMARIES}
 DOWNSTREAM_OF_ENCODERS = {"train_contrastive_encoder": 2, "contrastive_encode": 2, "contrastive_latent_checks": 2}
 
 
@@ -57,7 +58,7 @@ def test_tiny_study_end_to_end(run_a):
         assert summary["signal_injected"]["total"] == 60
         assert summary["signal_injected"]["sr"] > 10  # most of a 3.5 TeV resonance lands in the SR
         for method in ("supervised", "idealised", "cathode", "contrastive-ID", "contrastive-EP", "vae",
-                       "flow_matching", "idealised_pointcloud"):
+                       "flow_matching", "diffusion", "idealised_pointcloud"):
             m = json.loads((d / method / "metrics.json").read_text())
             assert m["method"] == method and m["injection"] == 60 and m["seed"] == seed
             assert 0 <= m["auc"] <= 1
@@ -85,15 +86,17 @@ def test_tiny_study_end_to_end(run_a):
     vae = json.loads((a / "results/tiny/summary/vae_characterisation.json").read_text())
     assert vae["largest_deviation"] and "mjj" not in vae["observables"]
     assert (a / "results/tiny/summary/vae_marginals.png").stat().st_size > 1000
-    # the flow-matching samples follow the contract, their particle counts the generated jets' n
-    with h5py.File(a / "results/tiny/inj60/seed0/flow_matching/samples.h5", "r") as f:
-        jets, mask = f["jets"][()], f["mask"][()]
-        assert jets.shape[1:] == (2, 5) and mask.shape[1:] == (2, 8) and len(f["mjj"]) == len(jets)
-        assert np.array_equal(mask.sum(-1), np.clip(jets[..., 4], 1, 8))
-    fidelity = json.loads((a / "results/tiny/summary/flow_matching_fidelity.json").read_text())
-    assert 0 <= fidelity["sr"]["auc"] <= 1 and 0 <= fidelity["sb"]["auc"] <= 1
-    for fig in ("flow_matching_jets.png", "flow_matching_particles.png"):
-        assert (a / "results/tiny/summary" / fig).stat().st_size > 1000
+    # both generators' samples follow the contract, their particle counts the generated jets' n
+    for generator in ("flow_matching", "diffusion"):
+        with h5py.File(a / f"results/tiny/inj60/seed0/{generator}/samples.h5", "r") as f:
+            jets, mask = f["jets"][()], f["mask"][()]
+            assert jets.shape[1:] == (2, 5) and mask.shape[1:] == (2, 8) and len(f["mjj"]) == len(jets)
+            assert np.array_equal(mask.sum(-1), np.clip(jets[..., 4], 1, 8))
+            assert json.loads(f.attrs["generator"]) == generator
+        fidelity = json.loads((a / f"results/tiny/summary/{generator}_fidelity.json").read_text())
+        assert 0 <= fidelity["sr"]["auc"] <= 1 and 0 <= fidelity["sb"]["auc"] <= 1
+        for fig in (f"{generator}_jets.png", f"{generator}_particles.png"):
+            assert (a / "results/tiny/summary" / fig).stat().st_size > 1000
     req = (a / "results/summary/required_injection.csv").read_text()
     assert "contrastive-EP" in req and "max_sic" in req
     table = (a / "results/tiny/summary/metrics.csv").read_text()
@@ -132,9 +135,12 @@ def test_changed_param_reruns_exactly_its_stage_and_descendants(run_a, tmp_path)
     ("src/resonant/vae.py", {**VAE, "metrics": 2, **SUMMARIES}),
     ("src/resonant/models/flow.py", DOWNSTREAM_OF_FLOW_CODE),
     ("src/resonant/plots.py", {**SUMMARIES, "plot_data": 1, "plot_turn_on": 1, "cathode_checks": 3,
-                               "contrastive_latent_checks": 2, **VAE, "pc_checks": 1, "metrics": 2}),
+                               "contrastive_latent_checks": 2, **VAE, "pc_checks": 2, "metrics": 2}),
     ("src/resonant/flow_matching.py", {**FM, "pc_classifier": 2, "pc_checks": 1, "metrics": 2, **SUMMARIES}),
-    ("src/resonant/pc_classify.py", {"pc_classifier": 4, "pc_checks": 1, "metrics": 4, **SUMMARIES}),
+    ("src/resonant/diffusion.py", {**DIFFUSION, "pc_classifier": 2, "pc_checks": 1, "metrics": 2, **SUMMARIES}),
+    ("src/resonant/generative.py", {**FM, **DIFFUSION, "pc_classifier": 4, "pc_checks": 2, "metrics": 4,
+                                    **SUMMARIES}),
+    ("src/resonant/pc_classify.py", {"pc_classifier": 6, "pc_checks": 2, "metrics": 6, **SUMMARIES}),
     ("src/resonant/data/jets.py", {"cluster": 7, "merge_jets": 1, "merge_simulation": 1, "plot_data": 1,
                                    "plot_turn_on": 1, **DOWNSTREAM_OF_STUDY_SETS, **DOWNSTREAM_OF_ENCODERS}),
     ("src/resonant/models/encoder.py", {**DOWNSTREAM_OF_ENCODERS, "contrastive_latent_sets": 4,

@@ -65,6 +65,7 @@ def lhco_config(wd, **lhco):
                     "cathode": {"flow": {"transforms": 2, "hidden": 8, "epochs": 3, "n_best": 1},
                                 "classifier": {"folds": 3, "n_ensemble": 1, "n_estimators": 30}},
                     "contrastive": {"enabled": False}, "flow_matching": {"enabled": False},
+                    "diffusion": {"enabled": False},
                     "idealised_pointcloud": {"enabled": False}},
     }
     (wd / "lhco.yaml").write_text(yaml.safe_dump(cfg))

@@ -191,7 +191,8 @@ def _check_contrastive(config: dict) -> None:
                               "background_only: true if that is the intent")
 
 
-POINTCLOUD_METHODS = ("flow_matching", "idealised_pointcloud")
+GENERATORS = ("flow_matching", "diffusion")  # of point clouds, sampled in the SR
+POINTCLOUD_METHODS = (*GENERATORS, "idealised_pointcloud")
 
 
 def pointcloud_methods(config: dict) -> list[str]:
@@ -208,13 +209,12 @@ def _check_pointcloud(config: dict) -> None:
         raise ConfigError(f"methods.{methods[0]}", "the point-cloud branches need jet constituents, but the data are "
                           "the LHCO features file only", "give dataset.lhco.particles or set "
                           + " and ".join(f"methods.{m}.enabled: false" for m in methods))
-    fm = config["methods"].get("flow_matching", {})
-    if fm.get("enabled", False):
-        want = fm["sampling"]["oversampling"]
+    for g in (g for g in GENERATORS if g in methods):
+        want = config["methods"][g]["sampling"]["oversampling"]
         for sname, st in config["studies"].items():
             have = st["mjj_kde"]["oversampling"]
             if want > have:
-                raise ConfigError("methods.flow_matching.sampling.oversampling",
+                raise ConfigError(f"methods.{g}.sampling.oversampling",
                                   f"{want} generated events per SR event asked, but study '{sname}' draws only "
                                   f"{have} SR m_jj values per SR event",
                                   f"lower it, or raise studies.{sname}.mjj_kde.oversampling")

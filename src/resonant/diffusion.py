@@ -650,3 +650,28 @@ def generate(jet_model: JetDiffusion, particle_model: ParticleDiffusion, mjj, ma
     info = generative.generate(jet_model, particle_model, mjj, max_particles, steps, batch_size, seed, writer,
                                second_order=second_order)
     return {**info, "evaluations": evaluations(steps, second_order)}
+
+
+# --------------------------------------------------------------------------------------------- workflow
+
+MODELS = (JetDiffusion, ParticleDiffusion)
+
+
+def configure(threads: int) -> None:
+    """TensorFlow's thread pools and op determinism (call before any TensorFlow op)."""
+    md.configure(threads=threads)
+
+
+def train(part: str, train: PointCloud, val: PointCloud, params: dict, seed: int, workdir):
+    """(model, writes?) of the workflow's training stage: ``part`` is "jet_model" or "particle_model".
+
+    The engine is ``params["engine"]`` (workers from SLURM when started by srun); only the
+    chief writes.
+    """
+    from .train.keras_distributed import get_engine
+
+    engine = get_engine(params.get("engine", "tf"))
+    fit = train_jet_model if part == "jet_model" else train_particle_model
+    model, _ = fit(train, val, params[part], seed=seed, workdir=workdir, engine=engine)
+    return model, engine.is_chief
+

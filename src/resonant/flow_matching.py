@@ -568,3 +568,26 @@ def generate(jet_flow: JetFlow, particle_flow: ParticleFlow, mjj, max_particles:
     """:func:`resonant.generative.generate` with the flow-matching models, integrated on ``device``."""
     return generative.generate(jet_flow, particle_flow, mjj, max_particles, steps, batch_size, seed, writer,
                                device=device)
+
+
+# --------------------------------------------------------------------------------------------- workflow
+
+MODELS = (JetFlow, ParticleFlow)
+
+
+def configure(threads: int) -> None:
+    """Torch's thread count (call before any work)."""
+    torch.set_num_threads(max(1, int(threads)))
+
+
+def train(part: str, train: PointCloud, val: PointCloud, params: dict, seed: int, workdir):
+    """(model, writes?) of the workflow's training stage: ``part`` is "jet_model" or "particle_model".
+
+    Started by srun on SLURM, each task is a DDP worker; only global rank zero writes.
+    """
+    from .train.distributed import is_global_zero
+
+    fit = train_jet_model if part == "jet_model" else train_particle_model
+    model, _ = fit(train, val, params[part], seed=seed, workdir=workdir)
+    return model, is_global_zero()
+

@@ -15,6 +15,11 @@ around it lives here once:
   :func:`particle_training_transforms`);
 * rebuilding a model from a saved file's header (:func:`from_header`);
 * streaming generation into the generated-background HDF5 (:func:`generate`).
+
+The workflow reaches a framework module by name (:func:`backend`); each defines
+``MODELS`` (its jet and particle classes), ``configure(threads)`` (before any work),
+``train(part, train, val, params, seed, workdir)`` -> (model, whether this process
+writes it) and ``generate``.
 """
 
 from __future__ import annotations
@@ -34,10 +39,20 @@ from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTran
 log = logging.getLogger(__name__)
 
 KINDS = ("jet_model", "particle_model")
+BACKENDS = ("flow_matching", "diffusion")
 #: the particle model's condition: the jet's transformed (pt, eta, phi, m, n) and the m_jj condition
 N_PARTICLE_CONDITION = len(JET_FIELDS) + 1
 #: particle slots per jet that a sampling batch budgets for (LHCO jets average ~50-80 constituents)
 SLOTS_PER_JET = 64
+
+
+def backend(name: str):
+    """The framework module of the generator ``name`` (imported on first use: torch or TensorFlow)."""
+    import importlib
+
+    if name not in BACKENDS:
+        raise ValueError(f"unknown point-cloud generator {name!r} (allowed: {', '.join(BACKENDS)})")
+    return importlib.import_module(f"{__package__}.{name}")
 
 
 def checked_settings(family: str, defaults: dict, rules: dict, kind: str, settings: dict | None) -> dict:

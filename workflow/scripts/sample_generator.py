@@ -1,15 +1,14 @@
-"""Sample the flow-matching background: jets at the given m_jj, then each jet's particles.
+"""Sample a point-cloud generator's background: jets at the given m_jj, then each jet's particles.
 
 ``--region sr``: m_jj are the SR KDE draws (sr_mjj.parquet), as many as
-``sampling.oversampling`` x the SR data; ``--region sb``:
-the m_jj of the sideband validation background (sb.parquet), the reference of
-the SB fidelity check. Streams batches into the generated-background HDF5.
+``sampling.oversampling`` x the SR data; ``--region sb``: the m_jj of the
+sideband validation background (sb.parquet), the reference of the SB fidelity
+check. Streams batches into the generated-background HDF5.
 """
 
 import math
 
-from resonant import cli, io
-from resonant.flow_matching import JetFlow, ParticleFlow, generate
+from resonant import cli, generative, io
 from resonant.pointcloud import GeneratedWriter
 from resonant.regions import validation_background
 
@@ -26,21 +25,22 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
-    cli.set_threads(args.threads)
     prm = args.params
+    backend = generative.backend(prm["generator"])
+    backend.configure(args.threads)
     table = io.read_table(args.mjj, required=["mjj"])
     if args.region == "sb":
         table = validation_background(table)
     mjj = table.column("mjj").to_numpy()
     if args.region == "sr":  # the KDE draws are kde_oversampling x the SR data: keep oversampling x
         mjj = mjj[:math.ceil(len(mjj) * prm["sampling"]["oversampling"] / prm["kde_oversampling"])]
-    jets, particles = JetFlow.load(args.jet_model), ParticleFlow.load(args.particle_model)
+    jet_cls, particle_cls = backend.MODELS
+    jets, particles = jet_cls.load(args.jet_model), particle_cls.load(args.particle_model)
     s = prm["sampling"]
-    attrs = {"generator": "flow_matching", "region": args.region, "params": prm}
+    attrs = {"generator": prm["generator"], "region": args.region, "params": prm}
     with GeneratedWriter(args.output, prm["max_particles"], attrs=attrs) as writer:
-        generate(jets, particles, mjj, prm["max_particles"], steps=s["steps"],
-                 batch_size=s["batch_size"], seed=1000 * int(prm["seed"]) + SEED_OFFSET[args.region],
-                 writer=writer)
+        backend.generate(jets, particles, mjj, prm["max_particles"], steps=s["steps"], batch_size=s["batch_size"],
+                         seed=1000 * int(prm["seed"]) + SEED_OFFSET[args.region], writer=writer)
 
 
 if __name__ == "__main__":
