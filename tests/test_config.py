@@ -168,6 +168,8 @@ def test_point_cloud_branches_need_constituents_within_the_cap(laptop_config, tm
     cfg["methods"]["contrastive"]["enabled"] = False
     check(cfg, "methods.flow_matching", "features file only")
     cfg["methods"]["flow_matching"]["enabled"] = False
+    check(cfg, "methods.diffusion", "features file only")
+    cfg["methods"]["diffusion"]["enabled"] = False
     check(cfg, "methods.idealised_pointcloud", "features file only")
     cfg["methods"]["idealised_pointcloud"] = {"enabled": False}
     validate_config(cfg)
@@ -182,3 +184,12 @@ def test_generator_network_keys_are_checked(laptop_config):
     cfg = copy.deepcopy(laptop_config)
     cfg["methods"]["flow_matching"]["particle_model"]["hiden"] = 8
     check(cfg, "methods.flow_matching.particle_model.hiden", "did you mean 'hidden'")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["diffusion"]["jet_model"]["hidden"] = 8  # flow-matching name, not diffusion's
+    check(cfg, "methods.diffusion.jet_model.hidden", "unknown key")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["diffusion"]["engine"] = "mpi"
+    check(cfg, "methods.diffusion.engine", "horovod")
+    cfg = copy.deepcopy(laptop_config)
+    cfg["methods"]["diffusion"]["sampling"]["oversampling"] = 50.0
+    check(cfg, "methods.diffusion.sampling.oversampling", "mjj_kde.oversampling")
