@@ -8,6 +8,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session")
+def output_cache(tmp_path_factory):
+    """Snakemake's output cache, shared by the workflow tests: data stages are computed once per session."""
+    return tmp_path_factory.mktemp("snakemake-cache")
+
+
 @pytest.fixture
 def laptop_config():
     with open(ROOT / "config.yaml") as f:

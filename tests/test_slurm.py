@@ -1,4 +1,7 @@
-"""The tiny study through profiles/slurm against a real single-node SLURM cluster."""
+"""The tiny study (its first seed) through profiles/slurm against a real single-node SLURM cluster.
+
+The data stages come from the output cache when the workflow tests filled it first.
+"""
 
 import json
 import subprocess
@@ -24,8 +27,12 @@ LOCAL_SITE = [
     # still a job whose own command is the launcher (srun), as on a real site
     "train_contrastive_encoder:nodes=1", "train_contrastive_encoder:gpu=1", "train_contrastive_encoder:cpus_per_gpu=1",
     "train_contrastive_encoder:mem_mb=2000", "train_contrastive_encoder:runtime=30",
-    *[f"{rule}:{k}" for rule in ("train_jet_fm", "train_particle_fm", "train_jet_diffusion", "train_particle_diffusion") for k in
+    *[f"{rule}:{k}" for rule in ("train_jet_fm", "train_particle_fm", "train_particle_diffusion") for k in
       ("nodes=1", "gpu=1", "cpus_per_gpu=1", "mem_mb=2000", "runtime=30")],
+    # the diffusion jet model with the tf engine on 2 tasks (2 CPU workers of MultiWorkerMirroredStrategy
+    # that find each other through SLURM's variables), no GPU
+    *[f"train_jet_diffusion:{k}" for k in ("nodes=1", "gpu=0", "tasks=2", "cpus_per_task=1", "mem_mb=1500",
+                                           "runtime=30")],
     *[f"{rule}:{k}" for rule in ("sample_fm", "sample_diffusion", "pc_classifier", "pc_checks") for k in
       ("gpu=1", "cpus_per_gpu=1", "mem_mb=2000", "runtime=30")],
     "--set-threads", "reference=1",
@@ -43,17 +50,25 @@ def cluster(tmp_path_factory):
     slurm_cluster.stop()
 
 
-def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path):
+METHODS = ("supervised", "idealised", "cathode", "contrastive-ID", "contrastive-EP", "vae", "flow_matching",
+           "diffusion", "idealised_pointcloud")
+TARGETS = [f"results/tiny/inj60/seed0/{m}/metrics.json" for m in METHODS]
+DATA_RULES = ("generate", "cluster", "merge_jets", "merge_simulation", "study_sets")  # from the cache, if there
+
+
+def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path, output_cache):
     wd = copy_project(tmp_path / "wd")
-    site = {"SLURM_CONF": str(slurm_cluster.CONF)}
-    proc = snakemake(wd, "--configfile", CONFIG, "--profile", "profiles/slurm", *LOCAL_SITE, timeout=1200,
-                     extra_env=site)
+    site = {"SLURM_CONF": str(slurm_cluster.CONF), "SNAKEMAKE_OUTPUT_CACHE": str(output_cache)}
+    proc = snakemake(wd, *TARGETS, "--configfile", CONFIG, "--profile", "profiles/slurm", "--cache", *DATA_RULES,
+                     *LOCAL_SITE, timeout=1200, extra_env=site)
     out = proc.stdout + proc.stderr
     assert "sbatch" in out.lower() or "slurm" in out.lower()
     assert "Submitted job" in out or "submitted" in out.lower(), out[-3000:]
-    for seed in (0, 1):
-        m = json.loads((wd / f"results/tiny/inj60/seed{seed}/supervised/metrics.json").read_text())
-        assert m["auc"] > 0.85
+    m = json.loads((wd / "results/tiny/inj60/seed0/supervised/metrics.json").read_text())
+    assert m["auc"] > 0.85
+    # the 2-task job trained one model on 2 workers: the chief wrote it, with the world size in its history
+    jets = json.loads((wd / "results/tiny/inj60/seed0/diffusion/jet_model.json").read_text())
+    assert jets["history"]["world_size"] == 2 and jets["history"]["engine"] == "tf"
     # every job ran as a SLURM job: the executor's job logs are there
     assert list((wd / ".snakemake/slurm_logs").rglob("*.log")), "no SLURM job logs"
-    assert planned(wd, "--configfile", CONFIG, extra_env=site) == {}
+    assert planned(wd, *TARGETS, "--configfile", CONFIG, extra_env=site) == {}

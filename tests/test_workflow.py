@@ -41,10 +41,9 @@ DOWNSTREAM_OF_ENCODERS = {"train_contrastive_encoder": 2, "contrastive_encode": 
 
 
 @pytest.fixture(scope="module")
-def run_a(tmp_path_factory):
+def run_a(tmp_path_factory, output_cache):
     root = tmp_path_factory.mktemp("workflow")
-    cache = root / "cache"
-    cache.mkdir()
+    cache = output_cache
     a = copy_project(root / "a")
     snakemake(a, "--configfile", CONFIG, "--cache", extra_env={"SNAKEMAKE_OUTPUT_CACHE": cache})
     return a, cache
