@@ -46,13 +46,19 @@ N_PARTICLE_CONDITION = len(JET_FIELDS) + 1
 SLOTS_PER_JET = 64
 
 
-def backend(name: str):
-    """The framework module of the generator ``name`` (imported on first use: torch or TensorFlow)."""
+def backend(name: str, threads: int | None = None):
+    """The framework module of the generator ``name`` (imported on first use: torch or TensorFlow).
+
+    With ``threads``, its thread pools are set first (before any work of the framework).
+    """
     import importlib
 
     if name not in BACKENDS:
         raise ValueError(f"unknown point-cloud generator {name!r} (allowed: {', '.join(BACKENDS)})")
-    return importlib.import_module(f"{__package__}.{name}")
+    module = importlib.import_module(f"{__package__}.{name}")
+    if threads is not None:
+        module.configure(threads)
+    return module
 
 
 def checked_settings(family: str, defaults: dict, rules: dict, kind: str, settings: dict | None) -> dict:

@@ -26,8 +26,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
     prm = args.params
-    backend = generative.backend(prm["generator"])
-    backend.configure(args.threads)
+    backend = generative.backend(prm["generator"], threads=args.threads)
     table = io.read_table(args.mjj, required=["mjj"])
     if args.region == "sb":
         table = validation_background(table)

@@ -28,8 +28,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cli.setup_logging(args.verbose)
     prm = args.params
-    backend = generative.backend(prm["generator"])
-    backend.configure(args.threads)
+    backend = generative.backend(prm["generator"], threads=args.threads)
     sb = io.read_table(args.sb, required=["mjj", "split", "j1_constituents"])
     train, val = (from_table(select_split(sb, s), prm["max_particles"], source=args.sb) for s in ("train", "val"))
     seed = 1000 * int(prm["seed"]) + MODEL_SEED_OFFSET[args.model]
