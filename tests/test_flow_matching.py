@@ -79,6 +79,30 @@ def _cloud_batch(b=4, p=7, seed=0):
     return x, torch.rand(b, generator=g), torch.randn(b, 5, generator=g), mask
 
 
+@pytest.mark.parametrize("pt_rel", ["log1m", "log"])
+def test_particle_preprocessing_inverts_and_round_trips_through_its_dict(pt_rel):
+    cloud = toy_events(200, p=12, seed=3)
+    t = pointcloud.ParticleTransform(pt_rel).fit(cloud.particles, cloud.mask)
+    x = t.transform(cloud.particles, cloud.mask)
+    real = x[cloud.mask]
+    np.testing.assert_allclose(real.mean(0), 0.0, atol=1e-5)  # standardised over real particles
+    np.testing.assert_allclose(real.std(0), 1.0, atol=1e-4)
+    assert np.all(x[~cloud.mask] == 0)
+    back = pointcloud.ParticleTransform.from_dict(json.loads(json.dumps(t.to_dict()))).inverse(x, cloud.mask)
+    np.testing.assert_allclose(back, cloud.particles, rtol=1e-4, atol=1e-5)
+    # log pT_rel resolves the soft end: the softest tenth of the particles spans more of the standardised axis
+    soft = cloud.particles[cloud.mask][:, 0] < np.quantile(cloud.particles[cloud.mask][:, 0], 0.1)
+    spread = np.ptp(real[soft, 0])
+    assert (spread > 0.5) if pt_rel == "log" else (spread < 0.5)
+
+
+def test_particle_preprocessing_of_old_files_and_bad_choice():
+    old = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}  # written before the choice existed
+    assert pointcloud.ParticleTransform.from_dict(old).pt_rel == "log1m"
+    with pytest.raises(ValueError, match="log1m"):
+        pointcloud.ParticleTransform("sqrt")
+
+
 def test_epic_velocity_is_permutation_equivariant():
     torch.manual_seed(0)
     net = EPiCVelocity(3, 5, hidden=16, global_dim=8, layers=3).eval()

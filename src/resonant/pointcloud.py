@@ -290,17 +290,28 @@ class JetTransform:
 
 
 class ParticleTransform:
-    """Invertible constituent pre-processing: (log(1 - pT_rel), deta, dphi) standardised over real particles."""
+    """Invertible constituent pre-processing: (f(pT_rel), deta, dphi) standardised over real particles.
+
+    ``pt_rel`` chooses f: ``"log1m"`` = log(1 - pT_rel) (the published diffusion
+    pre-processing; it resolves the hard end and squeezes the soft particles together
+    near 0) or ``"log"`` = log pT_rel (spreads the soft end, where most constituents are).
+    """
 
     PT_REL_MAX = 1 - 1e-6
+    PT_REL_MIN = 1e-8
+    KINDS = ("log1m", "log")
 
-    def __init__(self):
+    def __init__(self, pt_rel: str = "log1m"):
+        if pt_rel not in self.KINDS:
+            raise ValueError(f"unknown pT_rel pre-processing {pt_rel!r} (allowed: {', '.join(self.KINDS)})")
+        self.pt_rel = pt_rel
         self.mean = self.std = None
 
-    @classmethod
-    def _raw(cls, particles):
+    def _raw(self, particles):
         p = np.asarray(particles, np.float64)
-        return np.stack([np.log1p(-np.clip(p[..., 0], 0.0, cls.PT_REL_MAX)), p[..., 1], p[..., 2]], axis=-1)
+        pt = np.clip(p[..., 0], self.PT_REL_MIN, self.PT_REL_MAX)
+        f = np.log(pt) if self.pt_rel == "log" else np.log1p(-pt)
+        return np.stack([f, p[..., 1], p[..., 2]], axis=-1)
 
     def fit(self, particles: np.ndarray, mask: np.ndarray) -> "ParticleTransform":
         raw = self._raw(particles)[np.asarray(mask, bool)]
@@ -317,16 +328,19 @@ class ParticleTransform:
 
     def inverse(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raw = np.asarray(x, np.float64) * self.std + self.mean
-        out = np.stack([-np.expm1(np.minimum(raw[..., 0], 0.0)), raw[..., 1],
-                        np.mod(raw[..., 2] + np.pi, 2 * np.pi) - np.pi], axis=-1)
+        if self.pt_rel == "log":
+            pt = np.exp(np.minimum(raw[..., 0], 0.0))
+        else:
+            pt = -np.expm1(np.minimum(raw[..., 0], 0.0))
+        out = np.stack([pt, raw[..., 1], np.mod(raw[..., 2] + np.pi, 2 * np.pi) - np.pi], axis=-1)
         return np.where(np.asarray(mask, bool)[..., None], out, 0.0).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+        return {"pt_rel": self.pt_rel, "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ParticleTransform":
-        t = cls()
+        t = cls(d.get("pt_rel", "log1m"))  # files written before the choice existed used log(1 - pT_rel)
         t.mean, t.std = np.asarray(d["mean"]), np.asarray(d["std"])
         return t
 
