@@ -427,6 +427,43 @@ def test_cluster_from_env():
     assert KD.slurm_port_base({"RESONANT_TF_PORT_BASE": "31000"}) == 31000
 
 
+def test_horovod_env_from_slurm():
+    """srun's variables become what horovodrun --gloo gives each process (no Horovod needed)."""
+    step = {"SLURM_STEP_NUM_TASKS": "5", "SLURM_STEP_NODELIST": "gpu[01-02],cpu7", "SLURM_STEP_TASKS_PER_NODE": "2,2,1",
+            "SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "3"}
+    port = str(KD.slurm_port_base(step))
+    common = {"HOROVOD_SIZE": "5", "HOROVOD_GLOO_RENDEZVOUS_ADDR": "gpu01", "HOROVOD_GLOO_RENDEZVOUS_PORT": port,
+              "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo"}
+    # cyclic distribution: rank 3 is the second task on the second node (SLURMD_NODENAME names the node)
+    env = {**step, "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURMD_NODENAME": "gpu02", "SLURM_NODEID": "9"}
+    assert KD.horovod_env_from_slurm(env) == {
+        **common, "HOROVOD_RANK": "3", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "2",
+        "HOROVOD_CROSS_RANK": "1", "HOROVOD_CROSS_SIZE": "2", "HOROVOD_HOSTNAME": "gpu02"}
+    # the single task of the third node: third of the three local-rank-0 tasks (SLURM_NODEID without SLURMD_NODENAME)
+    env = {**step, "SLURM_PROCID": "4", "SLURM_LOCALID": "0", "SLURM_NODEID": "2"}
+    assert KD.horovod_env_from_slurm(env) == {
+        **common, "HOROVOD_RANK": "4", "HOROVOD_LOCAL_RANK": "0", "HOROVOD_LOCAL_SIZE": "1",
+        "HOROVOD_CROSS_RANK": "2", "HOROVOD_CROSS_SIZE": "3", "HOROVOD_HOSTNAME": "cpu7"}
+    layout = KD.slurm_step_layout(env)
+    assert layout["nodes"] == ["gpu01", "gpu02", "cpu7"] and layout["tasks_per_node"] == [2, 2, 1]
+    # one node: the tasks per node may be missing; RESONANT_TF_PORT_BASE sets the port
+    one = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_STEP_NODELIST": "localhost", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+           "RESONANT_TF_PORT_BASE": "31000"}
+    assert KD.horovod_env_from_slurm(one) == {
+        "HOROVOD_RANK": "1", "HOROVOD_SIZE": "2", "HOROVOD_LOCAL_RANK": "1", "HOROVOD_LOCAL_SIZE": "2",
+        "HOROVOD_CROSS_RANK": "0", "HOROVOD_CROSS_SIZE": "1", "HOROVOD_HOSTNAME": "localhost",
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": "localhost", "HOROVOD_GLOO_RENDEZVOUS_PORT": "31000",
+        "HOROVOD_CONTROLLER": "gloo", "HOROVOD_CPU_OPERATIONS": "gloo"}
+    # nothing to map: one process, one task, no node list (not srun), or a launcher already placed the process
+    for env in ({}, {**one, "SLURM_STEP_NUM_TASKS": "1"}, {"SLURM_STEP_NUM_TASKS": "2"},
+                {**one, "HOROVOD_RANK": "0"}, {**one, "HOROVOD_GLOO_RENDEZVOUS_ADDR": "host"}):
+        assert KD.horovod_env_from_slurm(env) == {}
+    for bad in ({**step, "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}, {**step, "SLURM_STEP_TASKS_PER_NODE": ""},
+                {**step, "SLURMD_NODENAME": "cpu7", "SLURM_LOCALID": "1"}):
+        with pytest.raises(ValueError, match="SLURM job step"):
+            KD.horovod_env_from_slurm(bad)
+
+
 def test_slurm_cluster_resolver_without_gpus(monkeypatch):
     """4 tasks on 2 CPU nodes: no nvidia-smi, no CUDA_VISIBLE_DEVICES, a worker per task, no accelerators."""
     env = {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "node[1-2]",
@@ -617,4 +654,30 @@ def test_horovod_engine_two_processes_match_one_process(tmp_path, single_process
                            str(tmp_path), str(ROOT / "tests"), "horovod"], env=_clean_env(), cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    _check_two_replicas(tmp_path, single_process_on_the_global_batch)
+
+
+@pytest.mark.skipif(not _has_horovod(), reason="Horovod is not installed (the Makefile's Horovod target builds it)")
+def test_horovod_engine_under_plain_srun_matches_one_process(tmp_path, single_process_on_the_global_batch):
+    """Horovod started as by plain ``srun`` (two tasks on one node, SLURM's variables, no horovodrun): the engine
+    maps them onto the gloo rendezvous, the first task serves it."""
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER_SCRIPT)
+    port = _free_ports(1)[0]
+    procs = []
+    for i in (1, 0):  # the task that serves the rendezvous starts last
+        env = _clean_env()
+        env.update(SLURM_STEP_NUM_TASKS="2", SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_NODEID="0",
+                   SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2", SLURM_JOB_ID="4242",
+                   SLURM_STEP_ID="0", RESONANT_TF_PORT_BASE=str(port))
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), str(ROOT / "tests"), "horovod"],
+                                      env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True))
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
     _check_two_replicas(tmp_path, single_process_on_the_global_batch)

@@ -11,8 +11,11 @@ once against the small :class:`Engine` interface and run unchanged by every engi
   an explicit ``gpus_per_node`` and ``auto_set_gpu=False`` (without them the resolver
   calls nvidia-smi, or fails when each task sees one GPU); otherwise one process with
   the default strategy -- the same code with one replica.
-* ``horovod``: one process per replica (``horovodrun``/``mpirun``, or ``srun --mpi``
-  with an MPI build of Horovod); gradients are averaged with ``hvd.allreduce`` and the
+* ``horovod``: one process per replica (``horovodrun``/``mpirun``, or plain ``srun``: when
+  SLURM started a job step of several tasks and no launcher set Horovod's own variables,
+  :func:`horovod_env_from_slurm` maps SLURM's onto Horovod's gloo rendezvous, and the first
+  task of the step's first node starts Horovod's rendezvous server, before ``hvd.init()``);
+  gradients are averaged with ``hvd.allreduce`` and the
   initial weights broadcast from rank 0 with ``hvd.broadcast``. Horovod's Keras
   wrappers are not used: with Keras 3 its ``DistributedOptimizer`` silently skips the
   averaging, and its tape and broadcast callback fail on Keras variables. Horovod is
@@ -40,6 +43,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,12 @@ DEFAULT_ENGINE = "tf"
 SLURM_PORT_RANGE = (20000, 40000)
 
 _ENGINE = None  # the process's engine (a strategy can be created once per process)
+#: variables by which a launcher (horovodrun, mpirun) already placed a Horovod process: then SLURM's are not mapped
+HOROVOD_LAUNCH_VARS = ("HOROVOD_RANK", "HOROVOD_SIZE", "HOROVOD_GLOO_RENDEZVOUS_ADDR")
+#: variables of an MPI launch (mpirun, srun --mpi=pmi2/pmix): an MPI build of Horovod then initialises through MPI
+MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+#: how long the other tasks of a SLURM step wait for the rendezvous server of the first one (seconds)
+RENDEZVOUS_WAIT = 300.0
 
 
 def _int(env: Mapping, key: str, default: int) -> int:
@@ -120,6 +131,111 @@ def slurm_cluster_resolver(env: Mapping | None = None):
     per_task = max(n_gpus, 1)
     return _Resolver(port_base=slurm_port_base(env), gpus_per_node=tasks_here * per_task, gpus_per_task=per_task,
                      auto_set_gpu=False)
+
+
+def slurm_step_layout(env: Mapping | None = None) -> dict | None:
+    """Where the tasks of this SLURM job step run, or None outside a step of several tasks.
+
+    {"nodes": the step's node names, "tasks_per_node": tasks on each, "node": this task's node index,
+    "rank", "local_rank", "size"}, from ``SLURM_STEP_NUM_TASKS``, ``SLURM_STEP_NODELIST``,
+    ``SLURM_STEP_TASKS_PER_NODE``, ``SLURM_PROCID``, ``SLURM_LOCALID`` and ``SLURMD_NODENAME``
+    (else ``SLURM_NODEID``). A step without a node list (not started by srun) gives None.
+    """
+    from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import (expand_hostlist,
+                                                                                        expand_tasks_per_node)
+
+    env = os.environ if env is None else env
+    size = _int(env, "SLURM_STEP_NUM_TASKS", 1)
+    if size <= 1 or not env.get("SLURM_STEP_NODELIST"):
+        return None
+    nodes = expand_hostlist(env["SLURM_STEP_NODELIST"])
+    if env.get("SLURM_STEP_TASKS_PER_NODE"):
+        per_node = expand_tasks_per_node(env["SLURM_STEP_TASKS_PER_NODE"])
+    elif len(nodes) == 1:
+        per_node = [size]
+    else:
+        raise ValueError(f"SLURM job step on {len(nodes)} nodes without SLURM_STEP_TASKS_PER_NODE")
+    if len(per_node) != len(nodes) or sum(per_node) != size:
+        raise ValueError(f"inconsistent SLURM job step: {size} tasks, nodes {nodes}, tasks per node {per_node}")
+    name = env.get("SLURMD_NODENAME")
+    node = nodes.index(name) if name in nodes else _int(env, "SLURM_NODEID", 0)
+    rank, local_rank = _int(env, "SLURM_PROCID", 0), _int(env, "SLURM_LOCALID", 0)
+    if not (0 <= node < len(nodes) and 0 <= local_rank < per_node[node] and 0 <= rank < size):
+        raise ValueError(f"task {rank} (local {local_rank}) on node index {node} does not fit the SLURM job step: "
+                         f"nodes {nodes}, tasks per node {per_node}")
+    return {"nodes": nodes, "tasks_per_node": per_node, "node": node, "rank": rank, "local_rank": local_rank,
+            "size": size}
+
+
+def horovod_env_from_slurm(env: Mapping | None = None) -> dict:
+    """Horovod's variables for a process of a SLURM job step started by plain ``srun`` ({} when none are needed).
+
+    What ``horovodrun --gloo`` gives each process it starts: rank, size, local and cross rank and size
+    (a process's cross group: the tasks of the same local rank on the other nodes), its host name,
+    the gloo controller and CPU operations, and the rendezvous server -- on the step's first node,
+    at :func:`slurm_port_base` (from the job and step ids, or ``RESONANT_TF_PORT_BASE``). Empty
+    outside a step of several tasks and when a launcher already set Horovod's variables.
+    """
+    env = os.environ if env is None else env
+    if any(env.get(k) for k in HOROVOD_LAUNCH_VARS):
+        return {}
+    layout = slurm_step_layout(env)
+    if layout is None:
+        return {}
+    per_node, node, local_rank = layout["tasks_per_node"], layout["node"], layout["local_rank"]
+    cross = [n for n, tasks in enumerate(per_node) if tasks > local_rank]  # nodes with a task of this local rank
+    return {
+        "HOROVOD_RANK": str(layout["rank"]),
+        "HOROVOD_SIZE": str(layout["size"]),
+        "HOROVOD_LOCAL_RANK": str(local_rank),
+        "HOROVOD_LOCAL_SIZE": str(per_node[node]),
+        "HOROVOD_CROSS_RANK": str(cross.index(node)),
+        "HOROVOD_CROSS_SIZE": str(len(cross)),
+        "HOROVOD_HOSTNAME": layout["nodes"][node],
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": layout["nodes"][0],
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(slurm_port_base(env)),
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+    }
+
+
+def start_rendezvous_server(port: int, nodes: list, tasks_per_node: list):
+    """Horovod's gloo rendezvous server (what ``horovodrun --gloo`` starts) on ``port`` of this host, in a
+    background thread, for ``tasks_per_node[i]`` tasks on ``nodes[i]``; returns the server."""
+    from horovod.runner.common.util.hosts import SlotInfo
+    from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+    from horovod.runner.util.threads import in_thread
+
+    size = sum(tasks_per_node)
+    plan, rank = [], 0  # the server needs the sizes of the global, local and cross groups (not the ranks)
+    for i, (host, tasks) in enumerate(zip(nodes, tasks_per_node)):
+        for local in range(tasks):
+            plan.append(SlotInfo(hostname=host, rank=rank, local_rank=local, size=size, local_size=tasks,
+                                 cross_rank=sum(t > local for t in tasks_per_node[:i]),
+                                 cross_size=sum(t > local for t in tasks_per_node)))
+            rank += 1
+    try:
+        httpd = RendezvousHTTPServer(("", int(port)), RendezvousHandler, 0)
+    except OSError as e:
+        raise RuntimeError(f"cannot start Horovod's rendezvous server on port {port} ({e}); set "
+                           "RESONANT_TF_PORT_BASE to a free port for this job step") from e
+    httpd.init(plan)
+    in_thread(target=httpd.serve_forever)
+    return httpd
+
+
+def wait_for_port(host: str, port: int, timeout: float = RENDEZVOUS_WAIT) -> None:
+    """Wait until ``host:port`` accepts connections (Horovod's own client gives up after 1.5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=5):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Horovod's rendezvous server at {host}:{port} (started by the first task of "
+                                   f"the SLURM job step) did not answer within {timeout:.0f} s ({e})") from e
+            time.sleep(0.5)
 
 
 class Engine:
@@ -237,6 +353,18 @@ class HorovodEngine(Engine):
             raise RuntimeError(
                 "engine 'horovod' needs Horovod for TensorFlow (import horovod.tensorflow failed: "
                 f"{e}); build it with the Makefile's Horovod target, or set the diffusion engine to 'tf'") from e
+        self.rendezvous = None
+        mapped = horovod_env_from_slurm(env)
+        if mapped and not (hvd.mpi_built() and any(env.get(k) for k in MPI_RANK_VARS)):
+            # plain srun: horovodrun's part (rendezvous server, per-process variables) done here
+            os.environ.update(mapped)
+            addr, port = mapped["HOROVOD_GLOO_RENDEZVOUS_ADDR"], int(mapped["HOROVOD_GLOO_RENDEZVOUS_PORT"])
+            layout = slurm_step_layout(env)
+            if layout["node"] == 0 and layout["local_rank"] == 0:
+                self.rendezvous = start_rendezvous_server(port, layout["nodes"], layout["tasks_per_node"])
+            wait_for_port(addr, port)
+            log.info("SLURM job step mapped onto Horovod's gloo rendezvous at %s:%d (rank %s of %s)", addr, port,
+                     mapped["HOROVOD_RANK"], mapped["HOROVOD_SIZE"])
         hvd.init()
         tf = self.tf
         gpus = tf.config.list_physical_devices("GPU")
@@ -246,7 +374,8 @@ class HorovodEngine(Engine):
         if expected > 1 and hvd.size() != expected:
             raise RuntimeError(
                 f"Horovod sees {hvd.size()} process(es) but the SLURM job step has {expected} tasks: srun started "
-                "independent single-process jobs. Launch with horovodrun/mpirun, or with srun --mpi=pmix (or "
+                "independent single-process jobs. Launch with horovodrun/mpirun, with plain srun (SLURM_STEP_NODELIST "
+                "set and no HOROVOD_RANK: the engine then starts the gloo rendezvous), or with srun --mpi=pmix (or "
                 "pmi2) and a Horovod built with MPI")
         self.hvd = hvd
         self.num_replicas = int(hvd.size())
