@@ -7,6 +7,8 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 EXTRAS ?= data,bdt,torch,tensorflow,dev
 CORES  ?= all
+# pytest-xdist workers of `make test` (each test file stays on one worker)
+TEST_WORKERS ?= 2
 STAMP   = $(VENV)/.installed
 
 .PHONY: setup horovod run test bench lint clean-results
@@ -61,7 +63,7 @@ run: setup
 	@echo "Report: $(CURDIR)/results/report.html"
 
 test: setup horovod
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
