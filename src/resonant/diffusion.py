@@ -69,7 +69,7 @@ import numpy as np
 
 from . import generative, io
 from .errors import InputError
-from .generative import (N_PARTICLE_CONDITION, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
+from .generative import (N_PARTICLE_CONDITION, PT_REL_RULE, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
                          ParticleModel, checked_settings, from_header, read_saved, jet_training_transforms,
                          particle_training_transforms)
 from .models import diffusion as md  # sets KERAS_BACKEND=tensorflow before keras is imported
@@ -84,7 +84,7 @@ _TRAINING = {"width": 128, "blocks": 6, "heads": 2, "fourier_dim": 64, "lr": 3e-
 #: time embedding's size, patience the published config's early stopping)
 DEFAULTS = {
     "jet_model": dict(_TRAINING),
-    "particle_model": dict(_TRAINING),
+    "particle_model": {**_TRAINING, "pt_rel": "log1m"},
     "sampling": {"steps": 512, "batch_size": 4096},
 }
 #: per setting: integer?, the valid range, its description
@@ -95,6 +95,7 @@ _RULES = {
     "lr": (False, lambda v: v > 0, "a number > 0"),
     "grad_clip": (False, lambda v: v > 0, "a number > 0"),
     "ema_decay": (False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "pt_rel": PT_REL_RULE,
 }
 _FORMAT = 1  # of the saved model files
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
@@ -634,7 +635,8 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     that of ``train``. See :func:`fit_score_net` for engines, checkpoints and resumption.
     """
     s = settings_with_defaults("particle_model", settings)
-    jet_transform, particle_transform = particle_training_transforms(train, val, jet_transform, particle_transform)
+    jet_transform, particle_transform = particle_training_transforms(train, val, jet_transform, particle_transform,
+                                                                     s["pt_rel"])
     net, history = fit_score_net(lambda: make_net("particle_model", s, seed),
                                  ParticleData(train, jet_transform, particle_transform),
                                  ParticleData(val, jet_transform, particle_transform), s, seed, workdir, engine,

@@ -49,11 +49,11 @@ import numpy as np
 import torch
 
 from . import generative, io
-from .generative import (GeneratorModel, JetModel, ParticleModel, checked_settings, from_header, read_saved,
-                         jet_training_transforms, particle_training_transforms)
-from .train.schedule import lr_factor  # linear warm-up, then cosine decay
+from .generative import (N_PARTICLE_CONDITION, PT_REL_RULE, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
+                         ParticleModel, checked_settings, from_header, jet_training_transforms,
+                         particle_training_transforms, read_saved)
 from .models.epic import EPiCVelocity, MLPVelocity
-from .generative import N_PARTICLE_CONDITION, SLOTS_PER_JET  # noqa: F401 - part of this module's interface
+from .train.schedule import lr_factor  # linear warm-up, then cosine decay
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
                          jsonable, particle_condition)
 
@@ -64,7 +64,8 @@ _TRAINING = {"lr": 1e-3, "batch_size": 1024, "epochs": 100, "patience": 10, "war
 #: the settings of the two models and of sampling (the published values)
 DEFAULTS = {
     "jet_model": {"hidden": 128, "layers": 3, "weight_decay": 0.0, **_TRAINING},
-    "particle_model": {"hidden": 150, "global_dim": 256, "layers": 8, "weight_decay": 5e-5, **_TRAINING},
+    "particle_model": {"hidden": 150, "global_dim": 256, "layers": 8, "weight_decay": 5e-5, "pt_rel": "log1m",
+                       **_TRAINING},
     "sampling": {"steps": 250, "batch_size": 4096},
 }
 #: per setting: integer?, the valid range, its description
@@ -77,6 +78,7 @@ _RULES = {
     "weight_decay": (False, lambda v: v >= 0, "a number >= 0"),
     "ema_decay": (False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "sigma": (False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "pt_rel": PT_REL_RULE,
 }
 _FORMAT = 1  # of the saved model files
 N_JET_FEATURES = 2 * len(JET_FIELDS)  # the jet model's vector: both jets' features
@@ -554,7 +556,8 @@ def train_particle_model(train: PointCloud, val: PointCloud, settings: dict | No
     that of ``train``. See :func:`fit_velocity` for checkpoints, resumption and devices.
     """
     s = settings_with_defaults("particle_model", settings)
-    jet_transform, particle_transform = particle_training_transforms(train, val, jet_transform, particle_transform)
+    jet_transform, particle_transform = particle_training_transforms(train, val, jet_transform, particle_transform,
+                                                                     s["pt_rel"])
     L.seed_everything(int(seed), workers=True, verbose=False)
     net = make_net("particle_model", s)
     net, history = fit_velocity(net, ParticleData(train, jet_transform, particle_transform),

@@ -42,6 +42,8 @@ KINDS = ("jet_model", "particle_model")
 BACKENDS = ("flow_matching", "diffusion")
 #: the particle model's condition: the jet's transformed (pt, eta, phi, m, n) and the m_jj condition
 N_PARTICLE_CONDITION = len(JET_FIELDS) + 1
+#: the particle model's setting of the pT_rel pre-processing: its rule for :func:`checked_settings`
+PT_REL_RULE = (str, lambda v: v in ParticleTransform.KINDS, f"one of {', '.join(ParticleTransform.KINDS)}")
 #: particle slots per jet that a sampling batch budgets for (LHCO jets average ~50-80 constituents)
 SLOTS_PER_JET = 64
 
@@ -64,7 +66,8 @@ def backend(name: str, threads: int | None = None):
 def checked_settings(family: str, defaults: dict, rules: dict, kind: str, settings: dict | None) -> dict:
     """``defaults[kind]`` updated by ``settings``; unknown keys or values outside ``rules`` raise ``ValueError``.
 
-    ``rules`` maps a setting to (integer?, predicate, description of the valid values);
+    ``rules`` maps a setting to (kind: True integer, False number, ``str`` string; predicate;
+    description of the valid values);
     ``family`` names the config section in the messages.
     """
     if kind not in defaults:
@@ -81,8 +84,11 @@ def checked_settings(family: str, defaults: dict, rules: dict, kind: str, settin
     return out
 
 
-def _valid(value, integer: bool, ok) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer) if integer else (int, float, np.number)):
+def _valid(value, kind, ok) -> bool:
+    """Whether ``value`` is of ``kind`` (True: an integer, False: a number, ``str``: a string) and ``ok``."""
+    if kind is str:
+        return isinstance(value, str) and bool(ok(value))
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer) if kind else (int, float, np.number)):
         return False
     return bool(ok(value))
 
@@ -261,12 +267,15 @@ def jet_training_transforms(train: PointCloud, val: PointCloud, transform: JetTr
 
 
 def particle_training_transforms(train: PointCloud, val: PointCloud, jet_transform: JetTransform | None,
-                                 particle_transform: ParticleTransform | None):
-    """Check the training clouds; (jet transform, particle transform), each given or fitted on ``train``."""
+                                 particle_transform: ParticleTransform | None, pt_rel: str = "log1m"):
+    """Check the training clouds; (jet transform, particle transform), each given or fitted on ``train``.
+
+    A fitted particle transform uses the ``pt_rel`` pre-processing (see :class:`ParticleTransform`).
+    """
     jet_transform = jet_training_transforms(train, val, jet_transform)
     if val.max_particles != train.max_particles:
         raise ValueError(f"train has {train.max_particles} particle slots, val {val.max_particles}")
-    particle_transform = particle_transform or ParticleTransform().fit(train.particles, train.mask)
+    particle_transform = particle_transform or ParticleTransform(pt_rel).fit(train.particles, train.mask)
     return jet_transform, particle_transform
 
 
