@@ -63,7 +63,7 @@ run: setup
 	@echo "Report: $(CURDIR)/results/report.html"
 
 test: setup horovod
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done

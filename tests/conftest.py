@@ -8,22 +8,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# With pytest-xdist (`make test` runs 2 workers, --dist loadgroup) every test file is one group, so its
-# module fixtures (generated samples, trained models) are built once; the workflow and SLURM tests share
-# one group and so one session's output cache.
-SHARED_GROUPS = {"test_workflow.py": "workflow", "test_slurm.py": "workflow"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
-
-
 @pytest.fixture(scope="session")
 def output_cache(tmp_path_factory):
-    """Snakemake's output cache, shared by the workflow tests: data stages are computed once per session."""
+    """Snakemake's output cache of the workflow tests: data stages are computed once per session (with
+    pytest-xdist, once per worker: `make test` keeps each test file on one worker, --dist loadfile)."""
     return tmp_path_factory.mktemp("snakemake-cache")
 
 
