@@ -7,14 +7,17 @@ import json
 import subprocess
 
 import pytest
+import yaml
 
 import slurm_cluster
+from conftest import ROOT
 from workflow_utils import copy_project, planned, snakemake
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 CONFIG = "tests/configs/tiny.yaml"
 # What differs from a real site: the partition, no accounting daemon (squeue for
 # the status), quick first status check, and requests that fit a 2-core node.
+# (--set-resources here replaces the profile's whole set-resources.)
 LOCAL_SITE = [
     "--slurm-status-command", "squeue",
     "--slurm-init-seconds-before-status-checks", "3",
@@ -32,7 +35,7 @@ LOCAL_SITE = [
     # the diffusion jet model with the tf engine on 2 tasks (2 CPU workers of MultiWorkerMirroredStrategy
     # that find each other through SLURM's variables), no GPU
     *[f"train_jet_diffusion:{k}" for k in ("nodes=1", "gpu=0", "tasks=2", "cpus_per_task=1", "mem_mb=1500",
-                                           "runtime=30")],
+                                           "runtime=30", "mpi=srun")],
     *[f"{rule}:{k}" for rule in ("sample_fm", "sample_diffusion", "pc_classifier", "pc_checks") for k in
       ("gpu=1", "cpus_per_gpu=1", "mem_mb=2000", "runtime=30")],
     "--set-threads", "reference=1",
@@ -72,3 +75,16 @@ def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path, output_cac
     # every job ran as a SLURM job: the executor's job logs are there
     assert list((wd / ".snakemake/slurm_logs").rglob("*.log")), "no SLURM job logs"
     assert planned(wd, *TARGETS, "--configfile", CONFIG, extra_env=site) == {}
+
+
+def test_profile_gives_every_multi_process_rule_a_task_geometry():
+    """The SLURM plugin refuses an `mpi` job without tasks or tasks_per_node (> 1): check the profile's."""
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    launched = {rule: r for rule, r in profile["set-resources"].items() if r.get("mpi")}
+    assert {"train_contrastive_encoder", "train_jet_fm", "train_particle_fm", "train_jet_diffusion",
+            "train_particle_diffusion"} <= set(launched)
+    for rule, r in launched.items():
+        per_node = r.get("tasks_per_node")
+        assert (per_node is None) != (r.get("tasks") is None), rule  # exactly one of the two
+        assert (per_node or r["tasks"]) > 1, rule
+        assert per_node is None or per_node == r["gpu"] * r.get("tasks_per_gpu", 1), rule  # one task per GPU
