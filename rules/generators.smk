@@ -29,7 +29,7 @@ for _gen, (_short, _ext, _env) in GENERATOR_RULES.items():
                 meta=f"{_dir}/{_part}_model.json",
             input:
                 sb="results/{study}/inj{inj}/seed{seed}/sb.parquet",
-                code=code("train_generator"),
+                code=generator_code("train_generator", _gen),
             params:
                 p=generator_params(_gen),
                 model=f"{_part}s",
@@ -54,7 +54,7 @@ for _gen, (_short, _ext, _env) in GENERATOR_RULES.items():
             jets=f"{_dir}/jet_model.{_ext}",
             particles=f"{_dir}/particle_model.{_ext}",
             mjj=sampling_mjj_input,
-            code=code("sample_generator"),
+            code=generator_code("sample_generator", _gen),
         params:
             p=generator_params(_gen),
             region=sampling_region,
