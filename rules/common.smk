@@ -343,8 +343,8 @@ from resonant.config import GENERATORS, POINTCLOUD_METHODS as PC_METHODS
 def generator_code(stage, generator):
     """A generator stage's code: its script's imports and those of the generator's framework module, which
     the script imports by name at run time (``generative.backend``), so no import statement shows it."""
-    module = os.path.join(WORKDIR, "src", "resonant", f"{generator}.py")
-    return sorted(set(code(stage)) | set(sources(module, root=WORKDIR)))
+    framework = os.path.join(WORKDIR, "src", "resonant", f"{generator}.py")
+    return sorted(set(code(stage)) | set(sources(framework, root=WORKDIR)))
 
 
 def enabled_generators():
