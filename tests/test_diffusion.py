@@ -616,24 +616,31 @@ def single_process_on_the_global_batch(tmp_path_factory):
 
 def test_tf_engine_two_workers_match_one_process(tmp_path, single_process_on_the_global_batch):
     """MultiWorkerMirroredStrategy, 2 CPU processes on localhost (TF_CONFIG)."""
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    envs = [{"TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})}
+            for i in range(2)]
+    _run_workers(tmp_path, "tf", envs, timeout=240)
+    _check_two_replicas(tmp_path, single_process_on_the_global_batch)
+
+
+def _run_workers(tmp_path, engine: str, envs: list[dict], timeout: int) -> None:
+    """Start the worker script once per environment in ``envs`` (in that order), all of them at once; each must
+    succeed."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER_SCRIPT)
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
-    for i in range(2):
-        env = _clean_env()
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), str(ROOT / "tests"), "tf"],
+    for extra in envs:
+        env = {**_clean_env(), **extra}
+        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), str(ROOT / "tests"), engine],
                                       env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
     try:
-        logs = [p.communicate(timeout=240)[0] for p in procs]
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
-    _check_two_replicas(tmp_path, single_process_on_the_global_batch)
 
 
 def _has_horovod() -> bool:
@@ -661,23 +668,10 @@ def test_horovod_engine_two_processes_match_one_process(tmp_path, single_process
 def test_horovod_engine_under_plain_srun_matches_one_process(tmp_path, single_process_on_the_global_batch):
     """Horovod started as by plain ``srun`` (two tasks on one node, SLURM's variables, no horovodrun): the engine
     maps them onto the gloo rendezvous, the first task serves it."""
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER_SCRIPT)
     port = _free_ports(1)[0]
-    procs = []
-    for i in (1, 0):  # the task that serves the rendezvous starts last
-        env = _clean_env()
-        env.update(SLURM_STEP_NUM_TASKS="2", SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_NODEID="0",
-                   SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2", SLURM_JOB_ID="4242",
-                   SLURM_STEP_ID="0", RESONANT_TF_PORT_BASE=str(port))
-        procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path), str(ROOT / "tests"), "horovod"],
-                                      env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True))
-    try:
-        logs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    envs = [dict(SLURM_STEP_NUM_TASKS="2", SLURM_PROCID=str(i), SLURM_LOCALID=str(i), SLURM_NODEID="0",
+                 SLURM_STEP_NODELIST="localhost", SLURM_STEP_TASKS_PER_NODE="2", SLURM_JOB_ID="4242",
+                 SLURM_STEP_ID="0", RESONANT_TF_PORT_BASE=str(port))
+            for i in (1, 0)]  # the task that serves the rendezvous starts last
+    _run_workers(tmp_path, "horovod", envs, timeout=300)
     _check_two_replicas(tmp_path, single_process_on_the_global_batch)
