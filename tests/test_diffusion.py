@@ -70,7 +70,7 @@ def _weights(net) -> list:
 def test_defaults_are_the_published_settings():
     published = {"width": 128, "blocks": 6, "heads": 2, "fourier_dim": 64, "lr": 3e-4, "batch_size": 128,
                  "epochs": 300, "patience": 20, "ema_decay": 0.999, "grad_clip": 1.0}
-    assert D.DEFAULTS == {"jet_model": published, "particle_model": published,
+    assert D.DEFAULTS == {"jet_model": published, "particle_model": {**published, "pt_rel": "log1m"},
                           "sampling": {"steps": 512, "batch_size": 4096}}
     assert D.settings_with_defaults("jet_model", {"width": 8})["width"] == 8
     assert D.settings_with_defaults("sampling", None) == D.DEFAULTS["sampling"]

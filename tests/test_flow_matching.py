@@ -48,7 +48,8 @@ def test_defaults_are_the_published_settings():
                                         "ema_decay": 0.999, "grad_clip": 0.5, "sigma": 1e-4}
     assert FM.DEFAULTS["particle_model"] == {"hidden": 150, "global_dim": 256, "layers": 8, "lr": 1e-3,
                                              "weight_decay": 5e-5, "batch_size": 1024, "epochs": 100, "patience": 10,
-                                             "warmup_epochs": 1, "ema_decay": 0.999, "grad_clip": 0.5, "sigma": 1e-4}
+                                             "warmup_epochs": 1, "ema_decay": 0.999, "grad_clip": 0.5, "sigma": 1e-4,
+                                             "pt_rel": "log1m"}
     assert FM.DEFAULTS["sampling"] == {"steps": 250, "batch_size": 4096}
     assert FM.settings_with_defaults("jet_model", {"hidden": 8})["hidden"] == 8
     assert FM.settings_with_defaults("sampling", None) == FM.DEFAULTS["sampling"]
@@ -61,6 +62,8 @@ def test_defaults_are_the_published_settings():
     ("jet_model", {"layers": 0}, "layers=0"),
     ("particle_model", {"ema_decay": 1.0}, "ema_decay"),
     ("jet_model", {"sigma": -1.0}, "sigma"),
+    ("jet_model", {"pt_rel": "log"}, "pt_rel"),  # a setting of the particle model only
+    ("particle_model", {"pt_rel": "sqrt"}, r"pt_rel='sqrt' \(must be one of log1m, log\)"),
     ("jet_model", {"lr": "1e-3"}, r"lr='1e-3' \(must be a number > 0\)"),  # YAML 1.1 reads 1e-3 as a string
     ("sampling", {"batch_size": 10.5}, "batch_size"),
     ("flow", {}, "kind 'flow'"),
