@@ -303,8 +303,16 @@ def encoder_params(wildcards):
 
 
 def launcher(wildcards, resources):
-    """The launcher of a multi-process training rule: ``srun`` under the SLURM profile (resources.mpi), else none."""
-    return getattr(resources, "mpi", "") or ""
+    """The launcher of a multi-process training rule: under the SLURM profile resources.mpi (srun) with the job's
+    task geometry, else none. The geometry is explicit because the SLURM executor starts such a job's command
+    without the step variables, so a bare srun would start one task."""
+    mpi = getattr(resources, "mpi", "") or ""
+    if not mpi:
+        return ""
+    per_node, tasks = getattr(resources, "tasks_per_node", None), getattr(resources, "tasks", None)
+    if per_node:
+        return f"{mpi} --nodes={getattr(resources, 'nodes', None) or 1} --ntasks-per-node={per_node}"
+    return f"{mpi} --ntasks={tasks}" if tasks else mpi
 
 
 def encode_params(wildcards):
