@@ -42,6 +42,8 @@ $(HOROVOD_STAMP): $(STAMP)
 	@if $(BIN)/python -c 'import horovod.tensorflow' >/dev/null 2>&1; then \
 	  echo "Horovod already works in $(VENV)"; touch $@; exit 0; fi; \
 	set -ex; \
+	command -v cmake >/dev/null || $(BIN)/python -m pip install --quiet cmake; \
+	export PATH="$(abspath $(BIN)):$$PATH"; \
 	mkdir -p $(HOROVOD_BUILD); \
 	test -f $(HOROVOD_BUILD)/horovod-$(HOROVOD_VERSION).tar.gz || \
 	  $(BIN)/python -m pip download --quiet --no-binary :all: --no-deps -d $(HOROVOD_BUILD) horovod==$(HOROVOD_VERSION); \
