@@ -577,11 +577,6 @@ class _Diffusion(GeneratorModel):
                     attrs={"format": _FORMAT, "fourier_seed": self.net.seed, **self.header()})
         io.write_json(self.summary(md.n_parameters(self.net)), path.with_suffix(".json"))
 
-    @classmethod
-    def load(cls, path):
-        """The model saved at ``path`` (must be of this class's kind)."""
-        return cls.of_kind(load(path), path)
-
 
 class JetDiffusion(_Diffusion, JetModel):
     """The jet model: a score model of both jets' (pt, eta, phi, m, n) as two tokens given m_jj."""

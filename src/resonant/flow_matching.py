@@ -500,11 +500,6 @@ class _Flow(GeneratorModel):
             torch.save(payload, tmp)
         io.write_json(self.summary(sum(p.numel() for p in self.net.parameters())), path.with_suffix(".json"))
 
-    @classmethod
-    def load(cls, path):
-        """The model saved at ``path`` (must be of this class's kind)."""
-        return cls.of_kind(load(path), path)
-
 
 class JetFlow(_Flow, JetModel):
     """The jet model: a CNF of both jets' (pt, eta, phi, m, n) given m_jj (an MLP velocity)."""

@@ -136,6 +136,11 @@ class GeneratorModel:
                 "n_parameters": int(n_parameters)}
 
     @classmethod
+    def load(cls, path):
+        """The model saved at ``path`` by this class's framework (must be of this class's kind)."""
+        return cls.of_kind(backend(cls.family).load(path), path)
+
+    @classmethod
     def of_kind(cls, model, path):
         """``model`` (loaded from ``path``) if it is an instance of ``cls``; else a clear error."""
         if not isinstance(model, cls):
