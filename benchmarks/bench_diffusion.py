@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import resource
 import tempfile
 import time
 
 import numpy as np
-from benchtools import load
+from benchtools import in_fresh_process, load
 
 LAPTOP = {"width": 64, "blocks": 2, "heads": 2, "fourier_dim": 32, "batch_size": 128, "patience": 100}
 PUBLISHED = {"patience": 100}  # otherwise the defaults: width 128, 6 blocks, 2 heads, batch 128
@@ -96,13 +95,7 @@ def sample_in_child(framework, path, kind, jets, mjj, steps, threads, queue):
 
 def measure_sampling(framework, path, kind, jets, mjj, steps, threads):
     """(seconds, baseline MB, peak MB) of one ``sample`` call in a fresh process."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=sample_in_child, args=(framework, str(path), kind, jets, mjj, steps, threads, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    return in_fresh_process(sample_in_child, framework, str(path), kind, jets, mjj, steps, threads)
 
 
 def train(kind, cloud, n_train, settings, epochs, work, seed=0):

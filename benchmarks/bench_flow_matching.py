@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing as mp
 import os
 import resource
 import tempfile
@@ -32,7 +31,7 @@ import time
 
 import numpy as np
 import torch
-from benchtools import load
+from benchtools import in_fresh_process, load
 
 from resonant import flow_matching as FM
 from resonant.pointcloud import PointCloud, mask_from_counts, n_valid
@@ -95,13 +94,7 @@ def sample_in_child(path, kind, jets, mjj, steps, threads, queue):
 
 def measure_sampling(path, kind, jets, mjj, steps, threads):
     """(seconds, baseline MB, peak MB) of one ``sample`` call in a fresh process."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=sample_in_child, args=(str(path), kind, jets, mjj, steps, threads, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
+    return in_fresh_process(sample_in_child, str(path), kind, jets, mjj, steps, threads)
 
 
 def train(kind, cloud, n_train, settings, epochs, work, seed=0):

@@ -32,3 +32,17 @@ class EpochClock(logging.Handler):
 
 def load() -> str:
     return "load average %.2f %.2f %.2f on %d cores" % (*os.getloadavg(), os.cpu_count())
+
+
+def in_fresh_process(target, *args):
+    """What ``target(*args, queue)`` puts on its queue, run in a freshly spawned process (clean memory figures)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
