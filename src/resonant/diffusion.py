@@ -69,12 +69,12 @@ import numpy as np
 
 from . import generative, io
 from .errors import InputError
-from .generative import (N_PARTICLE_CONDITION, PT_REL_RULE, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
-                         ParticleModel, checked_settings, from_header, read_saved, jet_training_transforms,
-                         particle_training_transforms)
+from .generative import (GeneratorModel, JetExamples, JetModel, N_PARTICLE_CONDITION, PT_REL_RULE, ParticleExamples,  # noqa: F401
+                         ParticleModel, SLOTS_PER_JET, checked_settings, from_header, jet_training_transforms,
+                         particle_training_transforms, read_saved)
 from .models import diffusion as md  # sets KERAS_BACKEND=tensorflow before keras is imported
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
-                         jsonable, particle_condition)
+                         jsonable)
 
 log = logging.getLogger(__name__)
 
@@ -238,51 +238,25 @@ class ScoreData:
         return {"x": x, "cond": cond, "mask": mask, "t": t, "eps": eps.astype(np.float32)}
 
 
-class JetData(ScoreData):
+class JetData(JetExamples, ScoreData):
     """Events as the jet model sees them: two tokens of transformed jets, n dequantised, given the m_jj condition."""
 
     n_features, n_condition = N_JET_FEATURES, 1
 
-    def __init__(self, cloud: PointCloud, transform: JetTransform):
-        self.jets, self.mjj, self.transform = cloud.jets, cloud.mjj, transform
-        self.cond = transform.mjj_condition(cloud.mjj)[:, None]
-
-    def __len__(self):
-        return len(self.mjj)
-
     def examples(self, idx, keys):
-        jets = self.jets[idx].astype(np.float64)
         # draws 2**40 ... of the key's stream: far from the time and the noise
-        jets[..., JET_FIELDS.index("n")] += keyed_uniform(keys, 2, offset=2**40) - 0.5
-        x = self.transform.transform(jets, self.mjj[idx])
-        return x, self.cond[idx], np.ones(x.shape[:2], np.float32)
+        x, cond = self.jet_tokens(idx, keyed_uniform(keys, 2, offset=2**40))
+        return x, cond, np.ones(x.shape[:2], np.float32)
 
 
-class ParticleData(ScoreData):
-    """Jets as clouds (event i gives clouds 2i, 2i+1) of transformed constituents, given the jet and m_jj.
-
-    A batch is cut to the particle slots that any of its clouds uses.
-    """
+class ParticleData(ParticleExamples, ScoreData):
+    """Jets as clouds of transformed constituents, given the jet and m_jj; a batch is cut to its used slots."""
 
     n_features, n_condition = len(PARTICLE_FIELDS), N_PARTICLE_CONDITION
 
-    def __init__(self, cloud: PointCloud, jet_transform: JetTransform, particle_transform: ParticleTransform):
-        p = cloud.max_particles
-        self.particles = cloud.particles.reshape(-1, p, len(PARTICLE_FIELDS))
-        self.mask = np.asarray(cloud.mask, bool).reshape(-1, p)
-        self.cond = particle_condition(cloud.jets, cloud.mjj, jet_transform).reshape(-1, N_PARTICLE_CONDITION)
-        self.transform = particle_transform
-
-    def __len__(self):
-        return len(self.mask)
-
     def examples(self, idx, keys):
-        mask = self.mask[idx]
-        used = np.flatnonzero(mask.any(axis=0))
-        width = int(used[-1]) + 1 if len(used) else 1
-        mask = mask[:, :width]
-        return (self.transform.transform(self.particles[idx, :width], mask), self.cond[idx],
-                mask.astype(np.float32))
+        x, cond, mask = self.clouds(idx)
+        return x, cond, mask.astype(np.float32)
 
 
 def epoch_batches(n: int, batch_size: int, replicas: int, seed: int, epoch: int, train: bool = True) -> list:

@@ -49,13 +49,13 @@ import numpy as np
 import torch
 
 from . import generative, io
-from .generative import (N_PARTICLE_CONDITION, PT_REL_RULE, SLOTS_PER_JET, GeneratorModel, JetModel,  # noqa: F401
-                         ParticleModel, checked_settings, from_header, jet_training_transforms,
+from .generative import (GeneratorModel, JetExamples, JetModel, N_PARTICLE_CONDITION, PT_REL_RULE, ParticleExamples,  # noqa: F401
+                         ParticleModel, SLOTS_PER_JET, checked_settings, from_header, jet_training_transforms,
                          particle_training_transforms, read_saved)
 from .models.epic import EPiCVelocity, MLPVelocity
 from .train.schedule import lr_factor  # linear warm-up, then cosine decay
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, data_fingerprint,
-                         jsonable, particle_condition)
+                         jsonable)
 
 log = logging.getLogger(__name__)
 
@@ -184,44 +184,19 @@ class ArrayData(FlowData):
         return self.x[idx], self.cond[idx], None
 
 
-class JetData(FlowData):
-    """Events as the jet model sees them: the transformed jets, n dequantised, given the m_jj condition."""
-
-    def __init__(self, cloud: PointCloud, transform: JetTransform):
-        self.jets, self.mjj, self.transform = cloud.jets, cloud.mjj, transform
-        self.cond = transform.mjj_condition(cloud.mjj)[:, None]
-
-    def __len__(self):
-        return len(self.mjj)
+class JetData(JetExamples, FlowData):
+    """Events as the jet model sees them: the transformed jets (one vector), n dequantised, given m_jj."""
 
     def examples(self, idx, rng):
-        jets = self.jets[idx].astype(np.float64)
-        jets[..., JET_FIELDS.index("n")] += rng.uniform(-0.5, 0.5, jets.shape[:2])
-        return self.transform.transform(jets, self.mjj[idx]).reshape(len(idx), -1), self.cond[idx], None
+        x, cond = self.jet_tokens(idx, rng.random((len(idx), 2)))
+        return x.reshape(len(idx), -1), cond, None
 
 
-class ParticleData(FlowData):
-    """Jets as clouds (event i gives clouds 2i, 2i+1) of transformed constituents, given the jet and m_jj.
-
-    A batch is cut to the particle slots that any of its clouds uses.
-    """
-
-    def __init__(self, cloud: PointCloud, jet_transform: JetTransform, particle_transform: ParticleTransform):
-        p = cloud.max_particles
-        self.particles = cloud.particles.reshape(-1, p, len(PARTICLE_FIELDS))
-        self.mask = np.asarray(cloud.mask, bool).reshape(-1, p)
-        self.cond = particle_condition(cloud.jets, cloud.mjj, jet_transform).reshape(-1, N_PARTICLE_CONDITION)
-        self.transform = particle_transform
-
-    def __len__(self):
-        return len(self.mask)
+class ParticleData(ParticleExamples, FlowData):
+    """Jets as clouds of transformed constituents, given the jet and m_jj; a batch is cut to its used slots."""
 
     def examples(self, idx, rng):
-        mask = self.mask[idx]
-        used = np.flatnonzero(mask.any(axis=0))
-        width = int(used[-1]) + 1 if len(used) else 1
-        mask = mask[:, :width]
-        return self.transform.transform(self.particles[idx, :width], mask), self.cond[idx], mask
+        return self.clouds(idx)
 
 
 class KeyedBatches:

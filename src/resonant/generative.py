@@ -264,6 +264,51 @@ def from_header(path, header: dict, net, classes: tuple[type, type]) -> JetModel
 
 # --------------------------------------------------------------------------------------------- training inputs
 
+class JetExamples:
+    """Events as the jet models see them: both jets transformed, n dequantised, given the m_jj condition.
+
+    The framework modules add their randomness and tensors (the uniform draws of the
+    dequantisation come from the caller).
+    """
+
+    def __init__(self, cloud: PointCloud, transform: JetTransform):
+        self.jets, self.mjj, self.transform = cloud.jets, cloud.mjj, transform
+        self.cond = transform.mjj_condition(cloud.mjj)[:, None]
+
+    def __len__(self):
+        return len(self.mjj)
+
+    def jet_tokens(self, idx: np.ndarray, uniform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(jets transformed (B, 2, 5), condition (B, 1)) of events ``idx``; n is shifted by ``uniform`` - 0.5
+        (``uniform``: (B, 2) in [0, 1))."""
+        jets = self.jets[idx].astype(np.float64)
+        jets[..., JET_FIELDS.index("n")] += np.asarray(uniform, np.float64) - 0.5
+        return self.transform.transform(jets, self.mjj[idx]), self.cond[idx]
+
+
+class ParticleExamples:
+    """Jets as clouds (event i gives clouds 2i, 2i+1) of transformed constituents, given the jet and m_jj."""
+
+    def __init__(self, cloud: PointCloud, jet_transform: JetTransform, particle_transform: ParticleTransform):
+        p = cloud.max_particles
+        self.particles = cloud.particles.reshape(-1, p, len(PARTICLE_FIELDS))
+        self.mask = np.asarray(cloud.mask, bool).reshape(-1, p)
+        self.cond = particle_condition(cloud.jets, cloud.mjj, jet_transform).reshape(-1, N_PARTICLE_CONDITION)
+        self.transform = particle_transform
+
+    def __len__(self):
+        return len(self.mask)
+
+    def clouds(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(particles transformed (B, W, 3), condition (B, C), mask bool (B, W)) of clouds ``idx``, cut to the W
+        particle slots that any of them uses."""
+        mask = self.mask[idx]
+        used = np.flatnonzero(mask.any(axis=0))
+        width = int(used[-1]) + 1 if len(used) else 1
+        mask = mask[:, :width]
+        return self.transform.transform(self.particles[idx, :width], mask), self.cond[idx], mask
+
+
 def jet_training_transforms(train: PointCloud, val: PointCloud, transform: JetTransform | None) -> JetTransform:
     """Check the training clouds; ``transform`` or a :class:`JetTransform` fitted on ``train``."""
     check_training_cloud(train, "train")
