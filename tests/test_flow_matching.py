@@ -20,6 +20,7 @@ from resonant.models.epic import EPiCLayer, EPiCVelocity, MLPVelocity, time_embe
 from resonant.pointcloud import PointCloud, sampling_chunks
 
 from conftest import ROOT, toy_events
+from generator_checks import check_generate_writes_a_valid_file
 
 torch.set_num_threads(1)
 
@@ -432,32 +433,8 @@ def test_interrupted_training_resumes_from_last_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------------ generate
 
 def test_generate_writes_a_valid_file(trained, tmp_path, caplog):
-    mjj = np.random.default_rng(3).uniform(3300, 3700, 50)
-    paths = [tmp_path / "gen-a.h5", tmp_path / "gen-b.h5"]
-    for path in paths:
-        with pointcloud.GeneratedWriter(path, 12, attrs={"model": "flow_matching"}) as writer:
-            with caplog.at_level("INFO", logger="resonant.generative"):
-                info = FM.generate(trained["jets"], trained["particles"], mjj, 12, steps=3, batch_size=20, seed=9,
-                                   writer=writer)
-    assert info["events"] == 50
-    assert sum("generated batch" in r.getMessage() and "events/s" in r.getMessage() for r in caplog.records) == 6
-    cloud = pointcloud.read_generated(paths[0])
-    assert len(cloud) == 50 and cloud.max_particles == 12
-    np.testing.assert_allclose(cloud.mjj, mjj.astype(np.float32))
-    np.testing.assert_array_equal(cloud.mask.sum(-1), pointcloud.n_valid(cloud.jets, 12))
-    assert np.all(cloud.particles[~cloud.mask] == 0)
-    assert pointcloud.generated_attrs(paths[0])["n_events"] == 50
-    other = pointcloud.read_generated(paths[1])
-    for name in ("jets", "particles", "mask"):  # the seed fixes the file
-        np.testing.assert_array_equal(getattr(cloud, name), getattr(other, name))
-    # batches get different noise: two batches with the same m_jj differ
-    with pointcloud.GeneratedWriter(tmp_path / "c.h5", 12) as writer:
-        FM.generate(trained["jets"], trained["particles"], np.full(8, 3500.0), 12, steps=3, batch_size=4, seed=9,
-                    writer=writer)
-    jets = pointcloud.read_generated(tmp_path / "c.h5").jets
-    assert not np.array_equal(jets[:4], jets[4:])
-    with pointcloud.GeneratedWriter(tmp_path / "d.h5", 10) as writer, pytest.raises(ValueError, match="slots"):
-        FM.generate(trained["jets"], trained["particles"], mjj, 12, steps=3, writer=writer)
+    info = check_generate_writes_a_valid_file(FM, trained, tmp_path, caplog)
+
 
 
 # ------------------------------------------------------------------------------------------ DDP
