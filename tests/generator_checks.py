@@ -46,3 +46,60 @@ def check_generate_writes_a_valid_file(module, trained: dict, tmp_path, caplog) 
     with pytest.raises(ValueError, match="GeneratedWriter"):
         module.generate(trained["jets"], trained["particles"], mjj, 12, steps=3)
     return info
+
+
+# A training process that SIGKILLs itself (no exception handler, no cleanup runs) when epoch 2 begins, after
+# epoch 1's checkpoint is written: the batch system's kill, at a point a test can rely on.
+_KILLED_TRAINING = '''
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from conftest import toy_events
+from resonant.generative import backend
+
+family, workdir, settings = sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+module = backend(family, threads=1)
+train, val = toy_events(128), toy_events(32, seed=1)
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if family == "flow_matching":
+    import lightning as L
+
+    class Kill(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 2:
+                die()
+
+    trainer = {"accelerator": "cpu", "devices": 1, "num_nodes": 1, "strategy": "auto", "callbacks": [Kill()]}
+    module.train_jet_model(train, val, settings, 5, workdir, trainer)
+else:
+    module.train_jet_model(train, val, settings, 5, workdir, epoch_callback=lambda e, h, n: die() if e == 1 else None)
+print("not killed")
+'''
+
+
+def check_killed_training_resumes(module, settings: dict, tmp_path, checkpoint: str, **options) -> dict:
+    """A jet-model training killed (SIGKILL) after epoch 1 resumes from its checkpoint at epoch 2; returns the
+    resumed history. ``options`` go to ``module.train_jet_model`` (e.g. the trainer of flow matching)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import toy_events
+
+    family = module.__name__.rsplit(".", 1)[-1]
+    settings = {**settings, "epochs": 4}
+    workdir = tmp_path / "killed"
+    tests = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_TRAINING, tests, family, str(workdir), json.dumps(settings)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr[-3000:]
+    assert (workdir / "checkpoints" / checkpoint).exists()
+    _, history = module.train_jet_model(toy_events(128), toy_events(32, seed=1), settings, 5, workdir, **options)
+    assert history["resumed_at"] == [2] and history["epoch"] == [0, 1, 2, 3] and history["epochs_run"] == 4
+    return history

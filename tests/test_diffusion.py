@@ -27,7 +27,7 @@ from resonant.pointcloud import PointCloud  # noqa: E402
 from resonant.train import keras_distributed as KD  # noqa: E402
 
 from conftest import ROOT, toy_events  # noqa: E402
-from generator_checks import check_generate_writes_a_valid_file  # noqa: E402
+from generator_checks import check_generate_writes_a_valid_file, check_killed_training_resumes  # noqa: E402
 
 TINY = {"width": 16, "blocks": 1, "heads": 2, "fourier_dim": 8, "batch_size": 32, "epochs": 2, "patience": 5,
         "ema_decay": 0.9}
@@ -294,6 +294,11 @@ def _interrupt_at(epoch):
         if e == epoch:
             raise Interrupt(f"stopped after epoch {e}")
     return callback
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    history = check_killed_training_resumes(D, TINY, tmp_path, "last.h5")
+    assert len(history["val_loss"]) == 4
 
 
 def test_interrupted_training_resumes_from_last_checkpoint_and_early_stopping(tmp_path, caplog):

@@ -20,7 +20,7 @@ from resonant.models.epic import EPiCLayer, EPiCVelocity, MLPVelocity, time_embe
 from resonant.pointcloud import PointCloud, sampling_chunks
 
 from conftest import ROOT, toy_events
-from generator_checks import check_generate_writes_a_valid_file
+from generator_checks import check_generate_writes_a_valid_file, check_killed_training_resumes
 
 torch.set_num_threads(1)
 
@@ -405,6 +405,11 @@ class InterruptAt(L.Callback):
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == self.epoch:
             raise Interrupt(f"stopped at epoch {self.epoch}")
+
+
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    history = check_killed_training_resumes(FM, TINY_JETS, tmp_path, "last.ckpt", trainer_kwargs=ONE_CPU)
+    assert len(history["val_loss"]) == 4
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(tmp_path):
