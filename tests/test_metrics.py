@@ -91,3 +91,15 @@ def test_required_injection_interpolates_the_first_crossing():
     assert required_injection([0, 100, 300], [0.0, 10.0, 30.0]) == pytest.approx(100.0)
     assert np.isnan(required_injection([200, 500], [1.0, 4.9]))  # not reached in the scan
     assert required_injection([200, 500], [np.nan, 7.0]) == pytest.approx(200 + 5 / 7 * 300)
+
+
+def test_every_method_of_a_study_has_its_own_colour_and_keeps_it():
+    from resonant.config import POINTCLOUD_METHODS
+    from resonant.plots import style_of
+
+    methods = ["supervised", "idealised", "cathode", "vae", *POINTCLOUD_METHODS,
+               *(f"contrastive-{c}" for c in ("ID", "IP", "EP", "bkg"))]
+    colours = [style_of(m)["color"] for m in methods]
+    assert len(set(colours)) == len(methods), dict(zip(methods, colours))
+    assert style_of("cathode") == style_of("cathode")  # fixed, not drawn from a running colour cycle
+    assert style_of("contrastive-XYZ")["color"] == style_of("contrastive-XYZ")["color"]

@@ -27,6 +27,42 @@ METHOD_LABELS = {
 }
 
 
+#: method: (colour, marker, line style), the same in every figure; contrastive configurations by _CONTRASTIVE
+_STYLES = {
+    "supervised": ("black", "s", "-"),
+    "idealised": ("tab:gray", "D", "--"),
+    "idealised_pointcloud": ("tab:olive", "d", "-."),
+    "cathode": ("tab:blue", "o", "-"),
+    "flow_matching": ("tab:red", "^", "-"),
+    "diffusion": ("tab:purple", "v", "-"),
+    "vae": ("tab:brown", "P", "-"),
+}
+_CONTRASTIVE = {"ID": "tab:green", "IP": "tab:cyan", "EP": "tab:pink", "bkg": "tab:orange"}
+_SPARE = ("gold", "navy", "teal", "maroon", "lime", "indigo")
+
+
+def style_of(method: str) -> dict:
+    """Colour, marker and line style of a method: fixed per method, so that it looks the same in every figure
+    and no two methods of a study share a colour."""
+    if method in _STYLES:
+        color, marker, ls = _STYLES[method]
+    elif method.startswith("contrastive-") and method.split("-", 1)[1] in _CONTRASTIVE:
+        color, marker, ls = _CONTRASTIVE[method.split("-", 1)[1]], "*", ":"
+    else:
+        import zlib
+
+        color, marker, ls = _SPARE[zlib.crc32(method.encode()) % len(_SPARE)], "X", "--"
+    return {"color": color, "marker": marker, "ls": ls}
+
+
+def _legend(ax, n_entries: int):
+    """The legend: inside the axes when short, beside them (right) when it would cover the curves."""
+    if n_entries <= 5:
+        ax.legend(fontsize=13)
+    else:
+        ax.legend(fontsize=13, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
 def label_of(method: str) -> str:
     if method.startswith("contrastive-"):
         return f"Contrastive latent ({method.split('-', 1)[1]})"
@@ -43,16 +79,17 @@ def save(fig, path) -> None:
 
 def _tag(ax, text=None):
     hep.label.exp_text("", "Simulation", loc=0, ax=ax)
-    if text:
-        ax.text(0.97, 0.97, text, transform=ax.transAxes, ha="right", va="top", fontsize=14)
+    if text:  # above the axes, right-aligned: never over a curve or the legend
+        ax.set_title(text, loc="right", fontsize=14)
 
 
 def curves(grid, bands: dict, ylabel: str, path, title=None, logy=False, reference=None):
     """Curves with 68% bands: ``bands[method] = (median, lo, hi)`` on ``grid``."""
     fig, ax = plt.subplots(figsize=(8, 6.5))
     for method, (med, lo, hi) in bands.items():
-        (line,) = ax.plot(grid, med, label=label_of(method))
-        ax.fill_between(grid, lo, hi, color=line.get_color(), alpha=0.25, lw=0)
+        st = style_of(method)
+        ax.plot(grid, med, color=st["color"], ls=st["ls"], label=label_of(method))
+        ax.fill_between(grid, lo, hi, color=st["color"], alpha=0.25, lw=0)
     if reference is not None:
         ax.plot(grid, reference(grid), "k:", label="Random")
     ax.set_xlabel("Signal efficiency")
@@ -60,7 +97,7 @@ def curves(grid, bands: dict, ylabel: str, path, title=None, logy=False, referen
     ax.set_xlim(0, 1)
     if logy:
         ax.set_yscale("log")
-    ax.legend(fontsize=14)
+    _legend(ax, len(bands) + (reference is not None))
     _tag(ax, title)
     save(fig, path)
 
@@ -83,15 +120,16 @@ def _versus_injection_panel(ax, table, metric: str, ylabel: str, xlabel: str):
     for method, g in table.groupby("method", sort=False):
         g = g.sort_values("injection")
         x = g["injection"].to_numpy()
-        (line,) = ax.plot(x, g[f"{metric}_median"], "o-", label=label_of(method))
-        ax.fill_between(x, g[f"{metric}_lo"], g[f"{metric}_hi"], color=line.get_color(), alpha=0.25, lw=0)
+        ax.plot(x, g[f"{metric}_median"], **style_of(method), label=label_of(method))
+        ax.fill_between(x, g[f"{metric}_lo"], g[f"{metric}_hi"], color=style_of(method)["color"], alpha=0.25,
+                        lw=0)
     if metric == "auc":
         ax.axhline(0.5, color="k", ls=":", label="Random")
     elif metric.startswith("max_sic") or metric.startswith("sic"):
         ax.axhline(1.0, color="k", ls=":", label="Random")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=14)
+    _legend(ax, table["method"].nunique() + 1)
 
 
 def _hist_panel(ax, rax, samples: dict, bins, density=True, ratio_to=None, legend=True):
@@ -190,9 +228,10 @@ def required_injection(table, path, cut: str, target: float = 5.0, title=None):
         xs = np.array([studies.index(s) for s in g.index]) - 0.4 + (k + 0.5) * width
         med, lo, hi = g["median"].to_numpy(), g["lo"].to_numpy(), g["hi"].to_numpy()
         ok = np.isfinite(med)
-        pts = ax.errorbar(xs[ok], med[ok], yerr=[med[ok] - lo[ok], hi[ok] - med[ok]], fmt="o", capsize=3,
-                          label=label_of(method))
-        color = pts[0].get_color()
+        st = style_of(method)
+        color = st["color"]
+        ax.errorbar(xs[ok], med[ok], yerr=[med[ok] - lo[ok], hi[ok] - med[ok]], fmt=st["marker"], color=color,
+                    capsize=3, label=label_of(method))
         for x, top in zip(xs[~ok], g["max_injection"].to_numpy()[~ok]):
             ax.annotate("", xy=(x, top * 1.6), xytext=(x, top), arrowprops={"arrowstyle": "->", "color": color})
         limit = ok & g["upper_limit"].to_numpy(bool) if "upper_limit" in g else np.zeros(len(g), bool)
