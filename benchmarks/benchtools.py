@@ -45,4 +45,3 @@ def in_fresh_process(target, *args):
     result = queue.get()
     proc.join()
     return result
-

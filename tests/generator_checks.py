@@ -6,10 +6,19 @@ these with its module.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from resonant import pointcloud
+
+from conftest import toy_events
 
 
 def check_generate_writes_a_valid_file(module, trained: dict, tmp_path, caplog) -> dict:
@@ -82,15 +91,6 @@ print("not killed")
 def check_killed_training_resumes(module, settings: dict, tmp_path, checkpoint: str, **options) -> dict:
     """A jet-model training killed (SIGKILL) after epoch 1 resumes from its checkpoint at epoch 2; returns the
     resumed history. ``options`` go to ``module.train_jet_model`` (e.g. the trainer of flow matching)."""
-    import json
-    import os
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from conftest import toy_events
-
     family = module.__name__.rsplit(".", 1)[-1]
     settings = {**settings, "epochs": 4}
     workdir = tmp_path / "killed"
