@@ -2,7 +2,8 @@
 
 
 rule metrics:
-    """AUC, max SIC, SIC at the working points, rejection of one method, injection and seed."""
+    """AUC, max SIC, SIC at the working points, rejection of one method, injection and seed, with test-set
+    bootstrap errors and the SR counts."""
     output:
         "results/{study}/inj{inj}/seed{seed}/{method}/metrics.json",
     input:
@@ -21,7 +22,7 @@ rule metrics:
 
 
 rule summarize:
-    """Median and 68% band over seeds; max SIC and AUC versus injection for every method."""
+    """Median and 68% band over seeds, median bootstrap error; max SIC and AUC versus injection, every method."""
     output:
         csv=report("results/{study}/summary/metrics.csv", caption="../workflow/report/summary.rst",
                    category="{study}", subcategory="Summary"),

@@ -2,59 +2,126 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from . import io, plots
-from .metrics import band, interpolated_curves, required_injection
+from .metrics import BOOTSTRAP_SUFFIXES, band, interpolated_curves, required_injection
+
+log = logging.getLogger(__name__)
 
 SUMMARY_METRICS = ("auc", "max_sic", "sic_0.2", "sic_0.5", "rejection_0.5")
 # Per-working-point metrics (keys "sic@0.1", "z@0.1", ...) are summarised too when present.
 WP_PREFIXES = ("sic@", "eff_s@", "z@")
+#: the method name of the no-cut baseline rows of :func:`required_injection_table`
+NO_CUT = "no_cut"
 
 
 def _metric_columns(df: pd.DataFrame) -> list[str]:
-    return list(SUMMARY_METRICS) + [c for c in df.columns if c.startswith(WP_PREFIXES)]
+    wp = [c for c in df.columns if c.startswith(WP_PREFIXES) and not c.endswith(BOOTSTRAP_SUFFIXES)]
+    return [m for m in SUMMARY_METRICS if m in df.columns] + wp
+
+
+def _keys(df: pd.DataFrame, *keys: str) -> list[str]:
+    """The grouping keys, with ``study`` first when the table has it: runs of different studies are never pooled."""
+    return (["study"] if "study" in df.columns else []) + list(keys)
 
 
 def summary_table(metric_files) -> pd.DataFrame:
-    """Median and 68% band over seeds per method and injection."""
-    rows = [io.read_json(p) for p in metric_files]
-    df = pd.DataFrame(rows)
+    """Median and 68% band over seeds per (study,) method and injection, and the statistical error.
+
+    ``{m}_median``, ``{m}_lo``, ``{m}_hi``: the median and the 16th/84th
+    percentiles over seeds (the training spread); ``{m}_stat``: the median over
+    seeds of the test-set bootstrap error ``{m}_err`` of each run (NaN when the
+    metrics files carry none).
+    """
+    df = pd.DataFrame([io.read_json(p) for p in metric_files])
+    keys = _keys(df, "method", "injection")
     out = []
-    for (method, inj), g in df.groupby(["method", "injection"], sort=False):
-        row = {"method": method, "injection": int(inj), "n_seeds": len(g)}
+    for key, g in df.groupby(keys, sort=False):
+        row = dict(zip(keys, key))
+        row.update(injection=int(row["injection"]), n_seeds=len(g))
         for m in _metric_columns(df):
             with np.errstate(all="ignore"):
                 med, lo, hi = band(g[m].to_numpy(np.float64))
-            row.update({f"{m}_median": med, f"{m}_lo": lo, f"{m}_hi": hi})
+                stat = float(band(g[f"{m}_err"].to_numpy(np.float64))[0]) if f"{m}_err" in g else float("nan")
+            row.update({f"{m}_median": med, f"{m}_lo": lo, f"{m}_hi": hi, f"{m}_stat": stat})
         out.append(row)
-    return pd.DataFrame(out).sort_values(["method", "injection"], kind="stable").reset_index(drop=True)
+    return pd.DataFrame(out).sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 def required_injection_table(metric_files, target: float = 5.0) -> pd.DataFrame:
-    """Per method and cut (each working point, and the max-SIC cut): the injection reaching ``target`` sigma.
+    """Per study, method and cut (each working point, and the max-SIC cut): the injection reaching ``target`` sigma.
 
     Computed per seed from the significance after the cut at every scanned
     injection (``resonant.metrics.required_injection``), then the median and
-    68% band over seeds; NaN where the scan does not reach it.
+    68% band over the seeds of that study; NaN where the scan does not reach
+    it. Runs of different studies are never pooled. Where the metrics carry the
+    SR counts (``n_sr_signal``, ``n_sr_background``), each study also gets a
+    row of method :data:`NO_CUT` (cut ``none``): the injection for ``target``
+    sigma without any cut (:func:`no_cut_injection`).
     """
     df = pd.DataFrame([io.read_json(p) for p in metric_files])
-    cuts = [c for c in df.columns if c.startswith("z@")]
+    if "study" not in df.columns:
+        df["study"] = ""
+    cuts = [c for c in df.columns if c.startswith("z@") and not c.endswith(BOOTSTRAP_SUFFIXES)]
     out = []
-    for method, g in df.groupby("method", sort=False):
+    for (study, method), g in df.groupby(["study", "method"], sort=False):
         for cut in cuts:
-            per_seed = [required_injection(s["injection"].to_numpy(), s[cut].to_numpy(np.float64), target)
-                        for _, s in g.groupby("seed")]
-            with np.errstate(all="ignore"):
-                med, lo, hi = band(per_seed)
-            scanned = g["injection"][g["injection"] > 0]
-            first = int(scanned.min()) if len(scanned) else 0
-            out.append({"study": g["study"].iloc[0], "method": method, "cut": cut[2:], "target_sigma": target,
-                        "median": med, "lo": lo, "hi": hi, "n_seeds": len(per_seed),
-                        "reached": int(np.isfinite(per_seed).sum()), "max_injection": int(g["injection"].max()),
-                        "upper_limit": bool(np.isfinite(med) and med <= first)})
+            out.append({"study": study, "method": method, "cut": cut[2:], "target_sigma": target,
+                        **_required_of_cut(g, cut, target)})
+    if {"n_sr_signal", "n_sr_background"} <= set(df.columns):
+        out += [{"study": study, "method": NO_CUT, "cut": "none", "target_sigma": target,
+                 **no_cut_injection(g, target)} for study, g in df.groupby("study", sort=False)]
+    else:
+        log.warning("metrics files carry no SR counts (n_sr_signal, n_sr_background): no no-cut baseline")
     return pd.DataFrame(out)
+
+
+def _required_of_cut(g: pd.DataFrame, cut: str, target: float) -> dict:
+    """The needed injection of one study and method for one cut: median and band over seeds."""
+    per_seed = [required_injection(s["injection"].to_numpy(), s[cut].to_numpy(np.float64), target)
+                for _, s in g.groupby("seed")]
+    with np.errstate(all="ignore"):
+        med, lo, hi = band(per_seed)
+    scanned = g["injection"][g["injection"] > 0]
+    first = int(scanned.min()) if len(scanned) else 0
+    return {"median": med, "lo": lo, "hi": hi, "n_seeds": len(per_seed),
+            "reached": int(np.isfinite(per_seed).sum()), "max_injection": int(g["injection"].max()),
+            "upper_limit": bool(np.isfinite(med) and med <= first)}
+
+
+def no_cut_injection(g: pd.DataFrame, target: float = 5.0) -> dict:
+    """The injection giving S/sqrt(B) = ``target`` in the SR with no cut at all, for one study's runs.
+
+    The SR signal needed is n_SR = target sqrt(B_SR), B_SR the SR background
+    of the study set; an injection of N puts the fraction f = S_SR / N of its
+    signal into the SR, so the injection is target sqrt(B_SR) / f. f is the
+    ratio of the summed SR signal to the summed injection over the distinct
+    non-zero (injection, seed) study sets; the band is the 16-84% spread of the
+    same quantity per study set. ``sr_signal_fraction`` and ``n_sr_background``
+    are reported beside it.
+    """
+    runs = g[g["injection"] > 0].drop_duplicates(["injection", "seed"])
+    if not len(runs):
+        nan = float("nan")
+        return {"median": nan, "lo": nan, "hi": nan, "n_seeds": 0, "reached": 0,
+                "max_injection": int(g["injection"].max()), "upper_limit": False,
+                "sr_signal_fraction": nan, "n_sr_background": nan}
+    inj = runs["injection"].to_numpy(np.float64)
+    s_sr = runs["n_sr_signal"].to_numpy(np.float64)
+    b_sr = runs["n_sr_background"].to_numpy(np.float64)
+    frac = s_sr.sum() / inj.sum()
+    b = float(np.median(b_sr))
+    with np.errstate(divide="ignore"):
+        per_run = target * np.sqrt(b_sr) / (s_sr / inj)
+    _, lo, hi = band(np.where(np.isfinite(per_run), per_run, np.nan))
+    return {"median": float(target * np.sqrt(b) / frac) if frac > 0 else float("nan"), "lo": lo, "hi": hi,
+            "n_seeds": int(runs["seed"].nunique()), "reached": int(np.isfinite(per_run).sum()),
+            "max_injection": int(g["injection"].max()), "upper_limit": False,
+            "sr_signal_fraction": float(frac), "n_sr_background": b}
 
 
 def write_summary(metric_files, csv_path, json_path) -> pd.DataFrame:
@@ -66,6 +133,13 @@ def write_summary(metric_files, csv_path, json_path) -> pd.DataFrame:
 
 
 def plot_versus_injection(df: pd.DataFrame, max_sic_path, auc_path, title=None, working_points_path=None) -> None:
+    """Max SIC, AUC (and SIC at each working point) versus injection from :func:`summary_table`.
+
+    Per method (and study, when the table holds several): the median over
+    seeds, the 16-84% band over seeds and, as error bars, the statistical
+    error of the test set (``{metric}_stat``, the median over seeds of the
+    per-run bootstrap standard deviation; see :func:`resonant.plots.versus_injection`).
+    """
     plots.versus_injection(df, "max_sic", "Max SIC", max_sic_path, title=title)
     plots.versus_injection(df, "auc", "AUC", auc_path, title=title)
     if working_points_path is not None:
@@ -75,8 +149,13 @@ def plot_versus_injection(df: pd.DataFrame, max_sic_path, auc_path, title=None, 
                                [f"SIC at $\\epsilon_B$ = {wp}" for wp in wps], working_points_path, title=title)
 
 
-def plot_curves(scores_by_method: dict[str, list], sic_path, rejection_path, title=None) -> None:
-    """SIC and background rejection vs signal efficiency with 68% bands over seeds."""
+def plot_curves(scores_by_method: dict, sic_path, rejection_path, title=None) -> None:
+    """SIC and background rejection vs signal efficiency with 68% bands over seeds.
+
+    ``scores_by_method``: {method: [scores files of its seeds]}; the runs under
+    one key are pooled into one band, so a key holds one study's runs: with
+    several studies, key by (study, method) (labelled "method (study)").
+    """
     sic_bands, rej_bands = {}, {}
     for method, paths in scores_by_method.items():
         runs = []

@@ -83,12 +83,30 @@ def _tag(ax, text=None):
         ax.set_title(text, loc="right", fontsize=14)
 
 
-def curves(grid, bands: dict, ylabel: str, path, title=None, logy=False, reference=None):
-    """Curves with 68% bands: ``bands[method] = (median, lo, hi)`` on ``grid``."""
-    fig, ax = plt.subplots(figsize=(8, 6.5))
-    for method, (med, lo, hi) in bands.items():
+#: line styles that tell studies apart when one figure shows several
+_STUDY_LS = ("-", "--", ":", "-.")
+BAND_LABEL = "band: spread over seeds (16-84%)"
+BARS_LABEL = "bars: test-set bootstrap (median over seeds)"
+
+
+def _series(key, studies: list) -> tuple[dict, str]:
+    """Style and label of a series keyed by a method or by (study, method); studies differ in line style."""
+    if isinstance(key, tuple):
+        study, method = key
         st = style_of(method)
-        ax.plot(grid, med, color=st["color"], ls=st["ls"], label=label_of(method))
+        if len(studies) > 1:
+            return {**st, "ls": _STUDY_LS[studies.index(study) % len(_STUDY_LS)]}, f"{label_of(method)} ({study})"
+        return st, label_of(method)
+    return style_of(key), label_of(key)
+
+
+def curves(grid, bands: dict, ylabel: str, path, title=None, logy=False, reference=None):
+    """Curves with 68% bands: ``bands[key] = (median, lo, hi)`` on ``grid``, key a method or (study, method)."""
+    fig, ax = plt.subplots(figsize=(8, 6.5))
+    studies = list(dict.fromkeys(k[0] for k in bands if isinstance(k, tuple)))
+    for key, (med, lo, hi) in bands.items():
+        st, label = _series(key, studies)
+        ax.plot(grid, med, color=st["color"], ls=st["ls"], label=label)
         ax.fill_between(grid, lo, hi, color=st["color"], alpha=0.25, lw=0)
     if reference is not None:
         ax.plot(grid, reference(grid), "k:", label="Random")
@@ -103,9 +121,17 @@ def curves(grid, bands: dict, ylabel: str, path, title=None, logy=False, referen
 
 
 def versus_injection(table, metric, ylabel, path, xlabel="Injected signal events", title=None):
-    """Median and 68% band of ``metric`` versus injection, one line per method.
+    """Median over seeds of ``metric`` versus injection, one line per method (and study).
 
-    ``table`` is a pandas DataFrame with columns method, injection, {metric}_median/_lo/_hi.
+    ``table`` is a pandas DataFrame with columns method, injection,
+    {metric}_median/_lo/_hi and, optionally, study and {metric}_stat. Two
+    uncertainties are drawn apart: the band is the 16-84% spread over seeds
+    (the training spread, which includes the test-set fluctuation of each
+    run), the error bars the statistical uncertainty of the test set, the
+    median over seeds of each run's bootstrap standard deviation
+    (``{metric}_stat``; no bars without it). With several studies in the
+    table, each (study, method) is its own line, studies told apart by the
+    line style; runs of different studies are never pooled.
     ``metric`` and ``ylabel`` may be lists: one panel each, side by side.
     """
     metrics, ylabels = ([metric], [ylabel]) if isinstance(metric, str) else (list(metric), list(ylabel))
@@ -117,19 +143,33 @@ def versus_injection(table, metric, ylabel, path, xlabel="Injected signal events
 
 
 def _versus_injection_panel(ax, table, metric: str, ylabel: str, xlabel: str):
-    for method, g in table.groupby("method", sort=False):
+    keys = ["study", "method"] if "study" in table.columns else ["method"]
+    studies = list(dict.fromkeys(table["study"])) if "study" in table.columns else []
+    groups = list(table.groupby(keys, sort=False))
+    any_bars = False
+    for key, g in groups:
+        key = tuple(key) if isinstance(key, tuple) else (key,)  # pandas gives tuples for a list of keys
+        st, label = _series(key if len(keys) == 2 else key[0], studies)
         g = g.sort_values("injection")
         x = g["injection"].to_numpy()
-        ax.plot(x, g[f"{metric}_median"], **style_of(method), label=label_of(method))
-        ax.fill_between(x, g[f"{metric}_lo"], g[f"{metric}_hi"], color=style_of(method)["color"], alpha=0.25,
-                        lw=0)
+        med = g[f"{metric}_median"].to_numpy(np.float64)
+        ax.plot(x, med, **st, label=label)
+        ax.fill_between(x, g[f"{metric}_lo"], g[f"{metric}_hi"], color=st["color"], alpha=0.25, lw=0)
+        stat = g[f"{metric}_stat"].to_numpy(np.float64) if f"{metric}_stat" in g else np.full(len(g), np.nan)
+        if np.isfinite(stat).any():
+            ax.errorbar(x, med, yerr=np.where(np.isfinite(stat), stat, 0.0), fmt="none", ecolor=st["color"],
+                        elinewidth=1.2, capsize=3)
+            any_bars = True
     if metric == "auc":
         ax.axhline(0.5, color="k", ls=":", label="Random")
     elif metric.startswith("max_sic") or metric.startswith("sic"):
         ax.axhline(1.0, color="k", ls=":", label="Random")
+    ax.fill_between([], [], [], color="grey", alpha=0.25, lw=0, label=BAND_LABEL)
+    if any_bars:
+        ax.errorbar([], [], yerr=[], fmt="none", ecolor="grey", capsize=3, label=BARS_LABEL)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    _legend(ax, table["method"].nunique() + 1)
+    _legend(ax, len(groups) + 2 + any_bars)
 
 
 def _hist_panel(ax, rax, samples: dict, bins, density=True, ratio_to=None, legend=True):
@@ -211,44 +251,77 @@ def efficiency(x_centres, eff, err, xlabel: str, ylabel: str, path, title=None, 
     save(fig, path)
 
 
+NO_CUT = "no_cut"  # the method name of the no-cut baseline rows (resonant.evaluation.NO_CUT)
+
+
 def required_injection(table, path, cut: str, target: float = 5.0, title=None):
     """Injected signal needed for ``target`` sigma after the cut, per signal model (x) and method (marker).
 
-    ``table``: columns study, signal, method, cut, median, lo, hi, max_injection.
+    ``table``: columns study, signal, method, cut, median, lo, hi, max_injection (and upper_limit).
+    Each study has its own slot on the x axis; every method's median and 68% band over that study's seeds.
     Methods that do not reach it within the scan get an upward arrow at the largest injection, those
-    that reach it at the smallest injection scanned a downward one (an upper limit).
+    that reach it at the smallest injection scanned a downward one (an upper limit). Rows of method
+    ``no_cut`` (any cut) are the baseline without a cut, S/sqrt(B) = ``target`` in the SR: a horizontal
+    line across the study's slot, its band shaded.
     """
-    t = table[table["cut"] == cut]
-    studies = list(dict.fromkeys(t["study"]))
+    t = table[(table["cut"] == cut) & (table["method"] != NO_CUT)]
+    base = table[table["method"] == NO_CUT]
+    studies = list(dict.fromkeys(list(t["study"]) + list(base["study"])))
     methods = list(dict.fromkeys(t["method"]))
     fig, ax = plt.subplots(figsize=(max(8, 2.2 * len(studies) + 4), 6.5))
     width = 0.8 / max(len(methods), 1)
     for k, method in enumerate(methods):
-        g = t[t["method"] == method].set_index("study")
-        xs = np.array([studies.index(s) for s in g.index]) - 0.4 + (k + 0.5) * width
-        med, lo, hi = g["median"].to_numpy(), g["lo"].to_numpy(), g["hi"].to_numpy()
-        ok = np.isfinite(med)
-        st = style_of(method)
-        color = st["color"]
-        ax.errorbar(xs[ok], med[ok], yerr=[med[ok] - lo[ok], hi[ok] - med[ok]], fmt=st["marker"], color=color,
-                    capsize=3, label=label_of(method))
-        for x, top in zip(xs[~ok], g["max_injection"].to_numpy()[~ok]):
-            ax.annotate("", xy=(x, top * 1.6), xytext=(x, top), arrowprops={"arrowstyle": "->", "color": color})
-        limit = ok & g["upper_limit"].to_numpy(bool) if "upper_limit" in g else np.zeros(len(g), bool)
-        for x, y in zip(xs[limit], med[limit]):  # reached at the smallest injection scanned
-            ax.annotate("", xy=(x, y / 1.6), xytext=(x, y), arrowprops={"arrowstyle": "->", "color": color})
+        _required_injection_method(ax, t[t["method"] == method].set_index("study"), studies, method,
+                                   -0.4 + (k + 0.5) * width)
+    _no_cut_lines(ax, base, studies, target)
+    signal = dict(zip(table["study"], table["signal"])) if "signal" in table else {}
     ax.set_xticks(range(len(studies)))
-    ax.set_xticklabels([f"{s}\n({t[t['study'] == s]['signal'].iloc[0]})" for s in studies], fontsize=12)
+    ax.set_xticklabels([f"{s}\n({signal.get(s, '')})" for s in studies], fontsize=12)
     ax.set_yscale("log")
-    finite = t["lo"].to_numpy(np.float64)
-    finite = finite[np.isfinite(finite) & (finite > 0)]
-    top = float(t["max_injection"].max()) if len(t) else 1.0
+    shown = _shown_values(t, base)
+    top = float(max(t["max_injection"].max() if len(t) else 1.0, np.nanmax(shown, initial=1.0)))
+    finite = shown[np.isfinite(shown) & (shown > 0)]
     ax.set_ylim(min(finite.min(), top) / 3 if len(finite) else top / 10, top * 3)
     ax.set_xlim(-0.6, len(studies) - 0.4)
     ax.set_ylabel(f"Injected signal for {target:g}$\\sigma$ (cut: {cut})")
     ax.legend(fontsize=12)
     _tag(ax, title)
     save(fig, path)
+
+
+def _shown_values(t, base) -> np.ndarray:
+    """Every finite lo/median/hi of the method rows and of the baseline rows: the values the y range must show."""
+    cols = ("lo", "median", "hi")
+    return np.concatenate([d[c].to_numpy(np.float64) for d in (t, base) for c in cols if c in d])
+
+
+def _required_injection_method(ax, g, studies: list, method: str, offset: float):
+    """One method's markers (median, 68% band) at its offset within each study's slot, and its arrows."""
+    xs = np.array([studies.index(s) for s in g.index]) + offset
+    med, lo, hi = g["median"].to_numpy(), g["lo"].to_numpy(), g["hi"].to_numpy()
+    ok = np.isfinite(med)
+    st = style_of(method)
+    color = st["color"]
+    ax.errorbar(xs[ok], med[ok], yerr=[med[ok] - lo[ok], hi[ok] - med[ok]], fmt=st["marker"], color=color,
+                capsize=3, label=label_of(method))
+    for x, top in zip(xs[~ok], g["max_injection"].to_numpy()[~ok]):
+        ax.annotate("", xy=(x, top * 1.6), xytext=(x, top), arrowprops={"arrowstyle": "->", "color": color})
+    limit = ok & g["upper_limit"].to_numpy(bool) if "upper_limit" in g else np.zeros(len(g), bool)
+    for x, y in zip(xs[limit], med[limit]):  # reached at the smallest injection scanned
+        ax.annotate("", xy=(x, y / 1.6), xytext=(x, y), arrowprops={"arrowstyle": "->", "color": color})
+
+
+def _no_cut_lines(ax, base, studies: list, target: float):
+    """The no-cut baseline of each study: a horizontal line across its slot, the band over seeds shaded."""
+    label = f"no cut: S/sqrt(B) = {target:g}"
+    for _, row in base.iterrows():
+        if not np.isfinite(row["median"]):
+            continue
+        i = studies.index(row["study"])
+        ax.hlines(row["median"], i - 0.45, i + 0.45, colors="k", linestyles="--", lw=1.5, label=label)
+        if np.isfinite(row["lo"]) and np.isfinite(row["hi"]):
+            ax.fill_between([i - 0.45, i + 0.45], row["lo"], row["hi"], color="k", alpha=0.1, lw=0)
+        label = None  # one legend entry
 
 
 def latent_projections(z: np.ndarray, group: np.ndarray, held_out: set, path, title=None, max_points=2000, seed=0):

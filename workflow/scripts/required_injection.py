@@ -3,8 +3,12 @@
 For every run the significance after a cut is S eps_S / sqrt(B eps_B) in the
 SR data (S, B: signal and background events there; eps from the test set);
 the needed injection is where it first reaches the target along the scanned
-injections (median and 68% band over seeds), for the max-SIC cut and for
-each working point.
+injections (median and 68% band over the seeds of each study; studies are
+never pooled), for the max-SIC cut and for each working point. Each study also
+gets a baseline row, method ``no_cut`` and cut ``none``: the injection for
+S/sqrt(B) = target in the SR without any cut, 5 sqrt(B_SR) / f with f the
+fraction of the injected signal in the SR (columns sr_signal_fraction,
+n_sr_background); every figure draws it per study.
 """
 
 import pandas as pd

@@ -1,4 +1,9 @@
-"""Summary table (median and 68% band over seeds) and max SIC / AUC versus injection, every method."""
+"""Summary table (median and 68% band over seeds) and max SIC / AUC versus injection, every method.
+
+Per (study,) method and injection: ``{metric}_median``, ``_lo``, ``_hi`` over
+seeds and ``{metric}_stat``, the median over seeds of the test-set bootstrap
+error; the figures draw the band (spread over seeds) and the bars (bootstrap).
+"""
 
 from resonant import cli
 from resonant.evaluation import plot_versus_injection, write_summary
