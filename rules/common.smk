@@ -248,16 +248,19 @@ def engine_input(name):
 
 
 def engine_params(wildcards):
+    """The settings of an engine run, with what its seeds derive from (resonant.seeds.engine): the study set
+    and the engine's name."""
     cfg, e, f = _engine_parts(wildcards.engine)
     if cfg is None:
-        return method_params("cathode")(wildcards)
+        return json.dumps({**json.loads(method_params("cathode")(wildcards)), "engine": wildcards.engine},
+                          sort_keys=True)
     from resonant.features import latent_names
 
     c = CONTRASTIVE
     return json.dumps({"features": latent_names(c["encoder"]["latent_dim"]), "flow": c["flow"],
                        "classifier": c["classifier"], "study": wildcards.study, "injection": int(wildcards.inj),
-                       "seed": int(wildcards.seed), "model_seed": int(wildcards.seed) * 10000 + e * 100 + f,
-                       "configuration": cfg, "member": f"e{e}/f{f}"}, sort_keys=True)
+                       "seed": int(wildcards.seed), "engine": wildcards.engine, "configuration": cfg,
+                       "member": f"e{e}/f{f}"}, sort_keys=True)
 
 
 def checks_engine(cmethod):
@@ -296,7 +299,7 @@ def encoder_params(wildcards):
     train = contrastive_training_processes(config, wildcards.config)
     return json.dumps({
         "encoder": CONTRASTIVE["encoder"], "n_constituents": CONTRASTIVE["n_constituents"],
-        "split": config["simulation"]["split"], "configuration": wildcards.config, "seed": int(wildcards.enc),
+        "split": config["simulation"]["split"], "configuration": wildcards.config, "index": int(wildcards.enc),
         "train_processes": {SIM_PREFIX + p: g for p, g in train.items()},
         "groups": {SIM_PREFIX + p: process_group(v) for p, v in SIM_PROCESSES.items()},
     }, sort_keys=True)
@@ -326,7 +329,8 @@ def contrastive_member_scores(wildcards):
 
 
 def combine_params(wildcards):
-    return json.dumps({"ensemble_size": CONTRASTIVE["ensemble_size"], "seed": int(wildcards.seed),
+    return json.dumps({"ensemble_size": CONTRASTIVE["ensemble_size"], "study": wildcards.study,
+                       "injection": int(wildcards.inj), "seed": int(wildcards.seed),
                        "configuration": wildcards.config}, sort_keys=True)
 
 
@@ -417,8 +421,9 @@ def pc_check_params(wildcards):
     st = config["studies"][wildcards.study]
     return json.dumps({"classifier": POINTCLOUD["classifier"], "fidelity": POINTCLOUD["fidelity"],
                        "max_particles": POINTCLOUD["max_particles"], "generator": wildcards.generator,
-                       "method": label_of(wildcards.generator), "injection": min(st["injections"]),
-                       "seed": st["seeds"][0], "title": f"{wildcards.study}: {st['signal']}"}, sort_keys=True)
+                       "method": label_of(wildcards.generator), "study": wildcards.study,
+                       "injection": min(st["injections"]), "seed": st["seeds"][0],
+                       "title": f"{wildcards.study}: {st['signal']}"}, sort_keys=True)
 
 
 # ---------------------------------------------------------------- cross-study summary

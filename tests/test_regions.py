@@ -1,6 +1,11 @@
 """Study sets: windows, injection, disjoint splits, the SR m_jj sampler."""
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -142,3 +147,53 @@ def test_hash_split_is_stable_and_has_the_fractions():
     assert (sub == parts[::3]).all()
     # fractions below 1 leave the rest unused
     assert np.mean(hash_split(ids, {"a": 0.3}) == "") == pytest.approx(0.7, abs=0.005)
+
+
+def test_check_disjoint_names_every_overlapping_pair(jets):
+    sets, _ = build_study_sets(jets, spec())
+    check_disjoint(sets)
+    bad = dict(sets)
+    bad["test"] = pa.concat_tables([sets["test"], sets["sb"].slice(0, 3).drop(["split"])])
+    bad["sr_background"] = pa.concat_tables([sets["sr_background"], sets["sr"].slice(0, 2)])
+    with pytest.raises(InputError) as e:
+        check_disjoint(bad, source="jets.parquet")
+    msg = str(e.value)
+    assert msg.startswith("jets.parquet [field 'event_id']")
+    assert "sb and test share 3 event(s)" in msg and "sr and sr_background share 2 event(s)" in msg
+    assert "sr_signal" not in msg
+    twice = dict(sets, sr=pa.concat_tables([sets["sr"], sets["sr"].slice(0, 1)]))
+    with pytest.raises(InputError, match="sr holds 1 event_id"):
+        check_disjoint(twice)
+
+
+def _study_sets_stage():
+    path = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "study_sets.py"
+    spec_ = importlib.util.spec_from_file_location("study_sets_script", path)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    return module.main
+
+
+STAGE_PARAMS = {"background": ["qcd"], "signal": "sig", "injection": 300, "seed": 0, "sr": [3300.0, 3700.0],
+                "sb": [2300.0, 5000.0], "split_seed": 20201, "val_fraction": 0.2, "signal_test_fraction": 0.5,
+                "sr_background": {"data": 0.5, "idealised": 0.25, "test": 0.25},
+                "mjj_kde": {"bandwidth": 10.0, "oversampling": 4.0}}  # as rules/common.smk's study_params
+
+
+def test_study_sets_stage_refuses_overlapping_sets_before_writing(jets, tmp_path):
+    from resonant import io
+
+    main = _study_sets_stage()
+    good, merged_twice = tmp_path / "jets.parquet", tmp_path / "jets-twice.parquet"
+    io.write_table(jets, good)
+    io.write_table(pa.concat_tables([jets, jets]), merged_twice)  # e.g. a chunk merged twice: every id twice
+    params = ["--params", json.dumps(STAGE_PARAMS)]
+    main(["--jets", str(good), "--outdir", str(tmp_path / "ok"), *params])
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == sorted(
+        [f"{n}.parquet" for n in (*STUDY_SETS, "sr_mjj")] + ["summary.json"])
+    out = tmp_path / "bad"
+    with pytest.raises(InputError) as e:
+        main(["--jets", str(merged_twice), "--outdir", str(out), *params])
+    msg = str(e.value)
+    assert str(merged_twice) in msg and "not disjoint" in msg and "sr and test share" in msg
+    assert not out.exists() or not any(out.iterdir())

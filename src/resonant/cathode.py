@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 
+from . import seeds
 from .models.classifiers import make_classifier
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def kfold_classify(X_data: np.ndarray, X_bkg: np.ndarray, score_sets: dict, sett
         for f in range(k):
             val_fold = (f + 1) % k
             tr, va, te = (fold != f) & (fold != val_fold), fold == val_fold, fold == f
-            bdt = make_classifier(settings, seed=seed * 1000 + e * 100 + f, ignore=("folds", "n_ensemble"),
+            bdt = make_classifier(settings, seed=seeds.member(seed, e, f), ignore=("folds", "n_ensemble"),
                                   n_jobs=n_jobs)
             bdt.fit(X[tr], y[tr], X[va], y[va])
             for name, x in score_sets.items():

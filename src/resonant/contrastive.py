@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from . import io
+from . import io, seeds
 from .errors import InputError
 from .features import EPS
 from .models.encoder import ContrastiveEncoder
@@ -429,7 +429,7 @@ class EncoderData(L.LightningDataModule):
 
     def val_dataloader(self):
         t = self.trainer
-        fixed = BalancedBatchSampler(self.val_groups, self.batch_size, self.seed + 1, t.global_rank,
+        fixed = BalancedBatchSampler(self.val_groups, self.batch_size, seeds.child(self.seed, 1), t.global_rank,
                                      t.world_size)
         return self._loader(self.val_set, _FixedBatches(list(fixed)))
 

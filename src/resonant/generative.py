@@ -33,8 +33,9 @@ import numpy as np
 from . import io
 from .errors import InputError
 from .pointcloud import (JET_FIELDS, PARTICLE_FIELDS, JetTransform, ParticleTransform, PointCloud, check_mjj,
-                         check_particle_sampling, check_training_cloud, child_seed, leading_jet_first,
+                         check_particle_sampling, check_training_cloud, leading_jet_first,
                          mask_from_counts, n_valid, particle_condition, sampled_particles, sampling_chunks)
+from .seeds import child as child_seed
 
 log = logging.getLogger(__name__)
 

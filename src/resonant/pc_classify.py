@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from . import io
+from . import io, seeds
 from .errors import InputError
 from .models.bdt import balanced_weights
 from .models.pc_classifier import PCTransformer
@@ -378,7 +378,7 @@ def train_classifier(positive: PointCloud, negative: PointCloud, settings: dict 
 
 def member_seeds(seed: int, n: int) -> list[int]:
     """``n`` independent seeds derived from ``seed`` (the ensemble members')."""
-    return [int(ss.generate_state(1)[0]) for ss in np.random.SeedSequence(seed).spawn(n)]
+    return [seeds.member(seed, k) for k in range(n)]
 
 
 def train_ensemble(positive: PointCloud, negative: PointCloud, settings: dict | None = None, seed: int = 0,

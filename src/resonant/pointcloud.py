@@ -390,11 +390,6 @@ def particle_panels(samples: dict, reference: str, region: str) -> list:
 # Helpers of the generators of whole events (flow matching, diffusion); torch- and TensorFlow-free.
 
 
-def child_seed(seed: int, *keys: int) -> int:
-    """A 63-bit seed derived from ``seed`` and integer ``keys`` (independent streams per key tuple)."""
-    return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1, np.uint64)[0] >> 1)
-
-
 def sampling_chunks(sorted_counts: np.ndarray, budget: int):
     """(start, stop) of consecutive chunks of clouds (ascending ``sorted_counts``) with at most ``budget``
     particle slots each (chunk size x its largest count); a single cloud may exceed it."""

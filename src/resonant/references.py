@@ -15,6 +15,7 @@ import logging
 import numpy as np
 import pyarrow as pa
 
+from . import seeds
 from .features import high_level
 from .metrics import score_table  # noqa: F401  (the scores contract, re-exported)
 from .models.classifiers import make_classifier
@@ -51,8 +52,8 @@ def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed:
                          f"{int((y == 0).sum())})")
     models = []
     for k in range(settings["n_ensemble"]):
-        bdt = make_classifier(settings, seed=seed * 1000 + k, ignore=("features", "n_ensemble", "seed", "study", "injection"),
-                              n_jobs=n_jobs)
+        bdt = make_classifier(settings, seed=seeds.member(seed, k),
+                              ignore=("features", "n_ensemble", "seed", "study", "injection"), n_jobs=n_jobs)
         bdt.fit(X, y, Xv, yv)
         log.info("%s member %d/%d: %d trees, val logloss %.4f", method, k + 1, settings["n_ensemble"],
                  bdt.history["best_iteration"] + 1, min(bdt.history["val_logloss"]))

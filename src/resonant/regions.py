@@ -15,7 +15,8 @@ Which background events are data, idealised background or test, and which
 signal events are reserved for the test, is fixed by ``split_seed`` and is the
 same for every seed and injection: the seed changes the injected signal events
 and the train/val splits only. For one seed, a smaller injection is a subset of
-a larger one. All sets are disjoint by ``event_id``.
+a larger one. All sets are disjoint by ``event_id`` (:func:`check_disjoint`, run by
+the study_sets stage before it writes anything).
 """
 
 from __future__ import annotations
@@ -219,15 +220,34 @@ def build_study_sets(jets: pa.Table, spec: StudySpec, source="jets table") -> tu
     return sets, summary
 
 
-def check_disjoint(sets: dict[str, pa.Table]) -> None:
-    """Raise if any two study sets share an event_id."""
-    ids = np.concatenate([sets[name].column("event_id").to_numpy() for name in STUDY_SETS])
-    owner = np.repeat(np.arange(len(STUDY_SETS)), [len(sets[name]) for name in STUDY_SETS])
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        eid = uniq[counts > 1][0]
-        where = sorted({STUDY_SETS[k] for k in owner[ids == eid]})
-        raise AssertionError(f"event {eid} is in several sets: {', '.join(where)}")
+def overlaps(sets: dict[str, pa.Table]) -> dict[tuple[str, str], np.ndarray]:
+    """The event_ids that two study sets share (or that one set holds twice: the pair (name, name)):
+    {(set, set): sorted event_ids}, empty when the sets are disjoint."""
+    names = [n for n in STUDY_SETS if n in sets]
+    ids = {n: sets[n].column("event_id").to_numpy() for n in names}
+    out = {}
+    for i, a in enumerate(names):
+        uniq, counts = np.unique(ids[a], return_counts=True)
+        if (counts > 1).any():
+            out[(a, a)] = uniq[counts > 1]
+        for b in names[i + 1:]:
+            both = np.intersect1d(ids[a], ids[b])
+            if len(both):
+                out[(a, b)] = both
+    return out
+
+
+def check_disjoint(sets: dict[str, pa.Table], source="study sets") -> None:
+    """Raise an :class:`InputError` naming every pair of study sets that share events (and any set that holds
+    an event twice), with their counts and first event_ids."""
+    found = overlaps(sets)
+    if found:
+        what = "; ".join(f"{a} holds {len(e)} event_id(s) twice (e.g. {', '.join(map(str, e[:3]))})" if a == b else
+                         f"{a} and {b} share {len(e)} event(s) (e.g. event_id {', '.join(map(str, e[:3]))})"
+                         for (a, b), e in found.items())
+        raise InputError(source, f"the study sets are not disjoint: {what}",
+                         "event_id must be unique in the jets table (check its import or merge); the sets are "
+                         "a partition of its rows", field="event_id")
 
 
 def hash_split(event_id: np.ndarray, fractions: dict[str, float], salt: int = 0) -> np.ndarray:

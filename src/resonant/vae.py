@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from . import io
+from . import io, seeds
 from .errors import InputError, PhysicsWarning
 from .features import high_level
 from .regions import select_split
@@ -146,7 +146,7 @@ def _keras():
 
 # ---------------------------------------------------------------- anomaly score
 def member_seed(seed: int, k: int) -> int:
-    return int(seed) * 1000 + int(k)
+    return seeds.member(seed, k)
 
 
 def train_member(X: np.ndarray, X_val: np.ndarray, s: dict, seed: int, name: str = "vae"):
@@ -368,7 +368,8 @@ def characterise(table: pa.Table, s: dict, seed: int, mjj_range, name: str = "da
     s = settings(s)
     X, Xv = train_val(table, source)
     vae, hist = train_member(X, Xv, s, seed, name=f"vae ({name})")
-    dec, info = fit_mass_decoder(vae, table, s, seed + 1, name=f"mass decoder ({name})", source=source)
+    dec, info = fit_mass_decoder(vae, table, s, seeds.derive(seed, "mass decoder"), name=f"mass decoder ({name})",
+                                 source=source)
     z_mean, _ = vae.encode_numpy(inputs(table, source))
     z_grid, mjj_grid = latent_grid(z_mean, mjj_range, s["characterisation"]["grid"])
     z_rest = np.median(z_mean[:, 1:], axis=0) if z_mean.shape[1] > 1 else None
@@ -396,7 +397,7 @@ def characterise_background_subsets(table: pa.Table, s: dict, seed: int, mjj_ran
     """:func:`characterise` on random background-only subsets, all on the same m_jj grid."""
     c = settings(s)["characterisation"]
     subsets = random_subsets(table, c["n_subsets"], c["subset_fraction"], seed)
-    return [characterise(t, s, member_seed(seed, 100 + i), mjj_range, name=f"subset {i + 1}/{len(subsets)}",
+    return [characterise(t, s, seeds.derive(seed, "subset", i), mjj_range, name=f"subset {i + 1}/{len(subsets)}",
                          source=source) for i, t in enumerate(subsets)]
 
 
@@ -470,8 +471,9 @@ def characterisation_study(with_signal: pa.Table, without_signal: pa.Table, s: d
     """
     mjj_range = scan_range(without_signal.column("mjj").to_numpy(), mjj_range)
     log.info("m_jj scan range %.0f-%.0f GeV", *mjj_range)
-    res_sig = characterise(with_signal, s, member_seed(seed, 0), mjj_range, name="with signal", source=source)
-    res_bkg = characterise(without_signal, s, member_seed(seed, 0), mjj_range, name="without signal", source=source)
+    both = seeds.derive(seed, "data sets")  # one seed for both: they differ by their data only
+    res_sig = characterise(with_signal, s, both, mjj_range, name="with signal", source=source)
+    res_bkg = characterise(without_signal, s, both, mjj_range, name="without signal", source=source)
     subsets = characterise_background_subsets(without_signal, s, seed, mjj_range, source=source)
     band = marginal_band(subsets)
     grid = res_sig["mjj_grid"]

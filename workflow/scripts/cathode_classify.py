@@ -9,7 +9,7 @@ check, and the classifiers' training history.
 import numpy as np
 import pyarrow as pa
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.cathode import kfold_classify
 from resonant.features import high_level
 from resonant.references import score_table
@@ -34,9 +34,10 @@ def main(argv=None):
     arrays, attrs = io.read_h5(args.background, ["features"])
     if attrs.get("feature_names") != feats:
         raise ValueError(f"{args.background}: features {attrs.get('feature_names')} != {feats}")
+    seed = seeds.engine(prm["study"], prm["injection"], prm["seed"], prm["engine"])["classifier"]
     out = kfold_classify(high_level(sr, feats, args.sr), arrays["features"],
                          {"test": high_level(test, feats, args.test), "sb": high_level(sb, feats, args.sb)},
-                         prm["classifier"], seed=int(prm.get("model_seed", prm["seed"])), n_jobs=args.threads)
+                         prm["classifier"], seed=seed, n_jobs=args.threads)
     io.write_table(score_table(test, list(out["scores"]["test"])), args.scores, metadata=prm)
     mjj = pa.table({
         "event_id": pa.concat_arrays([sr.column("event_id").combine_chunks(), sb.column("event_id").combine_chunks()]),

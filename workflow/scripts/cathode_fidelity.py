@@ -1,6 +1,6 @@
 """How well the background model matches the true SR background: out-of-fold AUC of true vs generated."""
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.cathode import fidelity_auc
 from resonant.features import high_level
 
@@ -17,7 +17,8 @@ def main(argv=None):
     prm = args.params
     true = high_level(io.read_table(args.true), prm["features"], args.true)
     gen = io.read_h5(args.background, ["features"])[0]["features"]
-    auc = fidelity_auc(true, gen, prm["classifier"], seed=int(prm.get("model_seed", prm["seed"])), n_jobs=args.threads)
+    seed = seeds.engine(prm["study"], prm["injection"], prm["seed"], prm["engine"])["fidelity"]
+    auc = fidelity_auc(true, gen, prm["classifier"], seed=seed, n_jobs=args.threads)
     io.write_json({"study": prm["study"], "injection": prm["injection"], "seed": prm["seed"], "auc": auc,
                    "n_true": len(true), "n_generated": len(gen)}, args.output)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.features import high_level
 from resonant.models.flow import ConditionalFlow
 from resonant.regions import select_split
@@ -20,7 +20,8 @@ def main(argv=None):
     sb = io.read_table(args.sb, required=["mjj", "split"])
     tr, va = select_split(sb, "train"), select_split(sb, "val")
     X, Xv = (high_level(t, prm["features"], source=args.sb) for t in (tr, va))
-    flow = ConditionalFlow.from_settings(X.shape[1], prm["flow"], seed=int(prm.get("model_seed", prm["seed"])))
+    seed = seeds.engine(prm["study"], prm["injection"], prm["seed"], prm["engine"])["flow"]
+    flow = ConditionalFlow.from_settings(X.shape[1], prm["flow"], seed=seed)
     flow.fit(X, tr.column("mjj").to_numpy(), Xv, va.column("mjj").to_numpy(), name="cathode flow")
     flow.save(Path(args.output))
 

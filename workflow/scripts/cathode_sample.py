@@ -1,7 +1,7 @@
 """Sample the CATHODE background flow at the SR m_jj values."""
 
 import numpy as np
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.models.flow import ConditionalFlow
 
 
@@ -17,7 +17,7 @@ def main(argv=None):
     prm = args.params
     flow = ConditionalFlow.load(args.flow)
     mjj = io.read_table(args.mjj, required=["mjj"]).column("mjj").to_numpy()
-    X = flow.sample(mjj, seed=int(prm.get("model_seed", prm["seed"])))
+    X = flow.sample(mjj, seed=seeds.engine(prm["study"], prm["injection"], prm["seed"], prm["engine"])["sample"])
     io.write_h5(args.output, {"features": X, "mjj": mjj.astype(np.float32)},
                 attrs={"model": "ConditionalFlow", "feature_names": prm["features"], "config": flow.config})
 

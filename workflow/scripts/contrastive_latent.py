@@ -8,7 +8,7 @@ well each group separates from the background in the latent.
 
 import numpy as np
 
-from resonant import cli, io, plots
+from resonant import cli, io, plots, seeds
 from resonant.evaluation import latent_checks
 from resonant.features import latent_columns
 
@@ -26,7 +26,8 @@ def main(argv=None):
     group = np.asarray(t.column("group").to_pylist(), dtype=object)
     held_out = {g for g, tr in zip(group, t.column("trained").to_pylist()) if not tr}
     plots.latent_projections(z, group, held_out, args.plot, title=f"encoder {prm['configuration']}")
-    res = latent_checks(t, background_group=prm.get("background_group", "qcd_dijet"))
+    res = latent_checks(t, background_group=prm.get("background_group", "qcd_dijet"),
+                        seed=seeds.encoder_checks(prm["configuration"]))
     io.write_json({**prm, **res}, args.summary)
 
 

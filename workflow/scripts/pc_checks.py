@@ -7,7 +7,7 @@ SB (true: the validation background, generated at its m_jj). Draws the jet and
 particle features of both with ratio panels.
 """
 
-from resonant import cli, io, plots
+from resonant import cli, io, plots, seeds
 from resonant.pc_classify import fidelity_auc
 from resonant.pointcloud import from_table, jet_panels, particle_panels, read_generated
 from resonant.regions import validation_background
@@ -34,8 +34,9 @@ def main(argv=None):
     settings = {**prm["classifier"], **prm["fidelity"]}
     summary = {"generator": prm["generator"], "injection": prm["injection"], "seed": prm["seed"]}
     jets, particles = [], []
-    for k, region in enumerate(("sr", "sb")):
-        summary[region] = fidelity_auc(generated[region], true[region], settings, seed=1000 * int(prm["seed"]) + k)
+    for region in ("sr", "sb"):
+        seed = seeds.pc_fidelity(prm["study"], prm["injection"], prm["seed"], prm["generator"], region)
+        summary[region] = fidelity_auc(generated[region], true[region], settings, seed=seed)
         samples = {"generated": generated[region], "true": true[region]}
         jets += jet_panels(samples, "true", region.upper())
         particles += particle_panels(samples, "true", region.upper())

@@ -6,7 +6,7 @@ for the point-cloud idealised detector, the true SR background (Parquet).
 
 from pathlib import Path
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.metrics import score_table
 from resonant.pc_classify import ensemble_scores, train_ensemble
 from resonant.pointcloud import from_table, read_generated
@@ -40,7 +40,8 @@ def main(argv=None):
     prm = args.params
     n = prm["max_particles"]
     data, background = read_cloud(args.sr, n), read_cloud(args.background, n)
-    members = train_ensemble(data, background, prm["classifier"], seed=int(prm["seed"]))
+    seed = seeds.pc_classifier(prm["study"], prm["injection"], prm["seed"], prm["method"])
+    members = train_ensemble(data, background, prm["classifier"], seed=seed)
     test_table = io.read_table(args.test)
     scores = ensemble_scores([m for m, _ in members], from_table(test_table, n, source=args.test))
     for k, (model, _) in enumerate(members):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.features import high_level
 from resonant.references import METHODS, score_table, train_ensemble
 
@@ -20,7 +20,8 @@ def main(argv=None):
     prm = args.params
     d = Path(args.study_dir)
     sets = {n: io.read_table(d / f"{n}.parquet") for n in ("sr", "sr_background", "sr_signal", "test")}
-    models = train_ensemble(args.method, sets, prm, seed=int(prm["seed"]), n_jobs=args.threads)
+    seed = seeds.reference(prm["study"], prm["injection"], prm["seed"], args.method)
+    models = train_ensemble(args.method, sets, prm, seed=seed, n_jobs=args.threads)
     X_test = high_level(sets["test"], prm["features"], source=d / "test.parquet")
     scores = [m.predict(X_test) for m in models]
     for k, m in enumerate(models):

@@ -8,11 +8,9 @@ check. Streams batches into the generated-background HDF5.
 
 import math
 
-from resonant import cli, generative, io
+from resonant import cli, generative, io, seeds
 from resonant.pointcloud import GeneratedWriter
 from resonant.regions import validation_background
-
-SEED_OFFSET = {"sr": 11, "sb": 12}
 
 
 def main(argv=None):
@@ -20,7 +18,7 @@ def main(argv=None):
     p.add_argument("--jet-model", required=True)
     p.add_argument("--particle-model", required=True)
     p.add_argument("--mjj", required=True, help="sr_mjj.parquet (SR) or sb.parquet (SB)")
-    p.add_argument("--region", choices=sorted(SEED_OFFSET), required=True)
+    p.add_argument("--region", choices=sorted(seeds.SAMPLING_REGIONS), required=True)
     p.add_argument("--output", required=True, help="generated-background HDF5")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
@@ -37,9 +35,10 @@ def main(argv=None):
     jets, particles = jet_cls.load(args.jet_model), particle_cls.load(args.particle_model)
     s = prm["sampling"]
     attrs = {"generator": prm["generator"], "region": args.region, "params": prm}
+    seed = seeds.generator(prm["study"], prm["injection"], prm["seed"], prm["generator"])[f"sample_{args.region}"]
     with GeneratedWriter(args.output, prm["max_particles"], attrs=attrs) as writer:
         backend.generate(jets, particles, mjj, prm["max_particles"], steps=s["steps"], batch_size=s["batch_size"],
-                         seed=1000 * int(prm["seed"]) + SEED_OFFSET[args.region], writer=writer)
+                         seed=seed, writer=writer)
 
 
 if __name__ == "__main__":

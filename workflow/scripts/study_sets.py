@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from resonant import cli, io
-from resonant.regions import STUDY_SETS, StudySpec, Windows, build_study_sets
+from resonant.regions import STUDY_SETS, StudySpec, Windows, build_study_sets, check_disjoint
 
 
 def main(argv=None):
@@ -22,6 +22,7 @@ def main(argv=None):
     )
     jets = io.read_table(args.jets, required=["event_id", "process", "label", "mjj"])
     sets, summary = build_study_sets(jets, spec, source=args.jets)
+    check_disjoint(sets, source=args.jets)  # before anything is written
     out = Path(args.outdir)
     for name in (*STUDY_SETS, "sr_mjj"):
         io.write_table(sets[name], out / f"{name}.parquet", metadata=prm)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.contrastive import TokenScaler, encode_table, event_tokens, save_encoder, train_encoder
 from resonant.errors import InputError
 from resonant.regions import hash_split
@@ -49,7 +49,8 @@ def main(argv=None):
     scaler = TokenScaler().fit(arrays["train"][0], arrays["train"][1])
     scaled = {k: (scaler.transform(t, m), m, g) for k, (t, m, g) in arrays.items()}
     workdir = Path(args.output).with_suffix(".work")  # shared by the DDP workers (checkpoints)
-    model, history = train_encoder(scaled["train"], scaled["val"], prm["encoder"], seed=int(prm["seed"]),
+    model, history = train_encoder(scaled["train"], scaled["val"], prm["encoder"],
+                                   seed=seeds.encoder(prm["configuration"], prm["index"]),
                                    workdir=workdir)
     if not is_global_zero():
         return

@@ -12,16 +12,16 @@ from the checkpoints in ``<output>.work``.
 import shutil
 from pathlib import Path
 
-from resonant import cli, generative, io
+from resonant import cli, generative, io, seeds
 from resonant.pointcloud import from_table
 from resonant.regions import select_split
 
-MODEL_SEED_OFFSET = {"jets": 1, "particles": 2}
+PARTS = {"jets": "jet_model", "particles": "particle_model"}
 
 
 def main(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument("--model", choices=sorted(MODEL_SEED_OFFSET), required=True)
+    p.add_argument("--model", choices=sorted(PARTS), required=True)
     p.add_argument("--sb", required=True, help="sideband data (sb.parquet, with constituents)")
     p.add_argument("--output", required=True, help="model (its .json beside it)")
     p.add_argument("--threads", type=int, default=1)
@@ -31,9 +31,9 @@ def main(argv=None):
     backend = generative.backend(prm["generator"], threads=args.threads)
     sb = io.read_table(args.sb, required=["mjj", "split", "j1_constituents"])
     train, val = (from_table(select_split(sb, s), prm["max_particles"], source=args.sb) for s in ("train", "val"))
-    seed = 1000 * int(prm["seed"]) + MODEL_SEED_OFFSET[args.model]
+    part = PARTS[args.model]
+    seed = seeds.generator(prm["study"], prm["injection"], prm["seed"], prm["generator"])[part]
     workdir = Path(args.output).with_suffix(".work")  # checkpoints, shared by the workers
-    part = "jet_model" if args.model == "jets" else "particle_model"
     model, writes = backend.train(part, train, val, prm, seed, workdir)
     if writes:
         model.save(args.output)

@@ -8,7 +8,7 @@ and a JSON summary with the m_jj of the largest deviation of each observable.
 Truth labels are read only at the end, for the signal/background contours.
 """
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 
 
 def main(argv=None):
@@ -38,7 +38,8 @@ def main(argv=None):
         # the study has no injection 0: its background alone, from the truth labels of the same events
         bkg_only = vae.read_sets(args.background_sets, columns=["label"]).column("label").to_numpy() == 0
         background = background.filter(bkg_only)
-    study = vae.characterisation_study(signal, background, s, int(prm["seed"]), mjj_range, sr=sr,
+    seed = seeds.vae_characterisation(prm["study"], prm["injection"], prm["seed"])
+    study = vae.characterisation_study(signal, background, s, seed, mjj_range, sr=sr,
                                        source=" + ".join(args.signal_sets + args.background_sets))
 
     # final evaluation: the truth labels enter the figures' contours only

@@ -6,7 +6,7 @@ truth labels of the data are never read. The test set is read after training.
 
 from pathlib import Path
 
-from resonant import cli, io
+from resonant import cli, io, seeds
 from resonant.metrics import score_table
 
 
@@ -30,7 +30,8 @@ def main(argv=None):
     test_columns = ["event_id", "label", "mjj", *vae.JET_COLUMNS]
     io.read_table(args.test, columns=["event_id"], required=test_columns)  # fail early, before training
     data = vae.read_sets([args.sb, args.sr])
-    members = vae.train_ensemble(data, s, seed=int(prm["seed"]), source=f"{args.sb} + {args.sr}")
+    seed = seeds.vae(prm["study"], prm["injection"], prm["seed"])
+    members = vae.train_ensemble(data, s, seed=seed, source=f"{args.sb} + {args.sr}")
     out = Path(args.models_dir)
     for k, (model, history, seed) in enumerate(members):
         vae.save_member(model, history, out / f"member_{k:02d}.keras",

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import io
+from .. import io, seeds
 from ..train import loop
 
 
@@ -131,7 +131,7 @@ class ConditionalFlow:
         out = np.empty((len(m), self.config["n_features"]), np.float32)
         shares = np.array_split(np.arange(len(m)), len(self.states))
         for k, (flow, idx) in enumerate(zip(self._flows(), shares)):
-            torch.manual_seed(gen_seed * 1000 + k)
+            torch.manual_seed(seeds.child(gen_seed, k))
             for i in range(0, len(idx), batch_size):
                 j = idx[i:i + batch_size]
                 out[j] = self.pre.inverse(flow(self._context(m[j])).sample().numpy())
