@@ -14,7 +14,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (os.path.join(WORKDIR, "src"), os.environ.get("PYTHONPATH")) if p
 )
 
-from resonant.config import contrastive_training_processes, process_group, study_processes, validate_config  # noqa: E402
+from resonant.config import (contrastive_training_processes, method_injections, process_group,  # noqa: E402
+                             study_processes, validate_config)
 
 validate_config(config)
 
@@ -271,21 +272,22 @@ def checks_engine(cmethod):
 def checks_fidelity_files(wildcards):
     st = config["studies"][wildcards.study]
     return [f"{study_dir(wildcards.study, inj, seed)}/{checks_engine(wildcards.cmethod)}/fidelity.json"
-            for inj in st["injections"] for seed in st["seeds"]]
+            for inj in method_injections(config, wildcards.study, wildcards.cmethod) for seed in st["seeds"]]
 
 
 def checks_sculpting_input(wildcards):
-    """The sculpting check looks at the smallest injection (ideally 0: no signal), first seed."""
+    """The sculpting check looks at the method's smallest injection (ideally 0: no signal), first seed."""
     st = config["studies"][wildcards.study]
-    return (f"{study_dir(wildcards.study, min(st['injections']), st['seeds'][0])}/"
-            f"{checks_engine(wildcards.cmethod)}/mjj_scores.parquet")
+    inj = min(method_injections(config, wildcards.study, wildcards.cmethod))
+    return f"{study_dir(wildcards.study, inj, st['seeds'][0])}/{checks_engine(wildcards.cmethod)}/mjj_scores.parquet"
 
 
 def checks_params(wildcards):
     from resonant.plots import label_of
 
     st = config["studies"][wildcards.study]
-    return json.dumps({"title": f"{wildcards.study}: {st['signal']}", "injection": min(st["injections"]),
+    return json.dumps({"title": f"{wildcards.study}: {st['signal']}",
+                       "injection": min(method_injections(config, wildcards.study, wildcards.cmethod)),
                        "method": label_of(wildcards.cmethod),
                        "sr": config["regions"]["sr"], "sb": config["regions"]["sb"]}, sort_keys=True)
 
@@ -402,14 +404,18 @@ def pc_classifier_params(wildcards):
                        "seed": int(wildcards.seed)}, sort_keys=True)
 
 
-def pc_check_dir(study):
-    """The study set the generator checks look at: the smallest injection (ideally 0), first seed."""
-    st = config["studies"][study]
-    return study_dir(study, min(st["injections"]), st["seeds"][0])
+def pc_check_injection(study, generator):
+    """The injection the generator checks look at: the generator's smallest (ideally 0)."""
+    return min(method_injections(config, study, generator))
+
+
+def pc_check_dir(study, generator):
+    """The study set the generator checks look at: the generator's smallest injection, first seed."""
+    return study_dir(study, pc_check_injection(study, generator), config["studies"][study]["seeds"][0])
 
 
 def pc_check_inputs(wildcards):
-    d = pc_check_dir(wildcards.study)
+    d = pc_check_dir(wildcards.study, wildcards.generator)
     g = wildcards.generator
     return {"samples": f"{d}/{g}/samples.h5", "samples_sb": f"{d}/{g}/samples_sb.h5",
             "sr_background": f"{d}/sr_background.parquet", "sb": f"{d}/sb.parquet"}
@@ -422,8 +428,8 @@ def pc_check_params(wildcards):
     return json.dumps({"classifier": POINTCLOUD["classifier"], "fidelity": POINTCLOUD["fidelity"],
                        "max_particles": POINTCLOUD["max_particles"], "generator": wildcards.generator,
                        "method": label_of(wildcards.generator), "study": wildcards.study,
-                       "injection": min(st["injections"]), "seed": st["seeds"][0],
-                       "title": f"{wildcards.study}: {st['signal']}"}, sort_keys=True)
+                       "injection": pc_check_injection(wildcards.study, wildcards.generator),
+                       "seed": st["seeds"][0], "title": f"{wildcards.study}: {st['signal']}"}, sort_keys=True)
 
 
 # ---------------------------------------------------------------- cross-study summary
@@ -496,7 +502,7 @@ def metrics_params(wildcards):
 def metrics_files_of(study):
     st = config["studies"][study]
     return [f"{study_dir(study, inj, seed)}/{m}/metrics.json"
-            for m in enabled_methods() for inj in st["injections"] for seed in st["seeds"]]
+            for m in enabled_methods() for inj in method_injections(config, study, m) for seed in st["seeds"]]
 
 
 def study_metrics(wildcards):
@@ -506,7 +512,8 @@ def study_metrics(wildcards):
 def injection_scores(wildcards):
     st = config["studies"][wildcards.study]
     return {f"{m}_{seed}": f"{study_dir(wildcards.study, wildcards.inj, seed)}/{m}/scores.parquet"
-            for m in enabled_methods() for seed in st["seeds"]}
+            for m in enabled_methods() if int(wildcards.inj) in method_injections(config, wildcards.study, m)
+            for seed in st["seeds"]}
 
 
 def injection_scores_arg(wildcards, input):

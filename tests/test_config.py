@@ -193,3 +193,22 @@ def test_generator_network_keys_are_checked(laptop_config):
     cfg = copy.deepcopy(laptop_config)
     cfg["methods"]["diffusion"]["sampling"]["oversampling"] = 50.0
     check(cfg, "methods.diffusion.sampling.oversampling", "mjj_kde.oversampling")
+
+
+def test_method_injections_are_a_subset_of_the_study_scan(laptop_config):
+    from resonant.config import method_injections
+
+    st = next(iter(laptop_config["studies"].values()))
+    st["injections"] = [0, 50, 200]
+    st["method_injections"] = {"flow_matching": [0, 200]}
+    cfg = validate_config(copy.deepcopy(laptop_config))
+    study = next(iter(cfg["studies"]))
+    assert method_injections(cfg, study, "flow_matching") == [0, 200]
+    assert method_injections(cfg, study, "cathode") == [0, 50, 200]  # not listed: the whole scan
+    st["method_injections"] = {"contrastive": [50]}
+    cfg = validate_config(copy.deepcopy(laptop_config))
+    assert method_injections(cfg, study, "contrastive-ID") == [50]  # each configuration of the branch
+    st["method_injections"] = {"flow_matching": [0, 300]}
+    check(laptop_config, "method_injections.flow_matching", "[300]", "injections")
+    st["method_injections"] = {"flow_matchin": [0]}
+    check(laptop_config, "method_injections.flow_matchin", "not a method")

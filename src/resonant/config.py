@@ -134,6 +134,14 @@ def _check_process_table(table: dict, key: str) -> None:
             raise ConfigError(f"{key}.{pid}.params", e.problem, e.fix) from None
 
 
+def method_injections(config: dict, study: str, method: str) -> list[int]:
+    """The injections of ``study`` at which ``method`` runs (``contrastive-<configuration>`` counts as
+    ``contrastive``): ``studies.<study>.method_injections.<method>``, else every injection of the study."""
+    st = config["studies"][study]
+    base = "contrastive" if method.startswith("contrastive-") else method
+    return sorted(st.get("method_injections", {}).get(base, st["injections"]))
+
+
 def process_group(proc: dict) -> str:
     """The process group of a process-table entry: its ``group``, else its model."""
     return proc.get("group") or proc["model"]
@@ -286,6 +294,15 @@ def check_semantics(config: dict) -> None:
                 " before the selection)",
                 f"lower the injection or raise processes.{sig}.n_events",
             )
+        for method, injections in st["method_injections"].items():
+            if method not in config["methods"]:
+                raise ConfigError(f"{key}.method_injections.{method}", f"'{method}' is not a method",
+                                  f"use one of {', '.join(config['methods'])}")
+            extra = sorted(set(injections) - set(st["injections"]))
+            if extra:
+                raise ConfigError(f"{key}.method_injections.{method}", f"injection(s) {extra} are not among the "
+                                  f"study's injections {st['injections']}",
+                                  f"list only injections of {key}.injections, or add them there")
         fr = st["sr_background"]
         if fr["data"] <= 0 or fr["test"] <= 0:
             raise ConfigError(f"{key}.sr_background", "the data and test shares must be positive",

@@ -18,7 +18,7 @@ import pyarrow as pa
 from . import seeds
 from .features import high_level
 from .metrics import score_table  # noqa: F401  (the scores contract, re-exported)
-from .models.classifiers import make_classifier
+from .models.classifiers import fit_ensemble
 from .regions import select_split
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,6 @@ def train_ensemble(method: str, sets: dict[str, pa.Table], settings: dict, seed:
     if (y == 1).sum() == 0 or (y == 0).sum() == 0:
         raise ValueError(f"{method}: the training set needs both classes (has {int((y == 1).sum())} and "
                          f"{int((y == 0).sum())})")
-    models = []
-    for k in range(settings["n_ensemble"]):
-        bdt = make_classifier(settings, seed=seeds.member(seed, k),
-                              ignore=("features", "n_ensemble", "seed", "study", "injection"), n_jobs=n_jobs)
-        bdt.fit(X, y, Xv, yv)
-        log.info("%s member %d/%d: %d trees, val logloss %.4f", method, k + 1, settings["n_ensemble"],
-                 bdt.history["best_iteration"] + 1, min(bdt.history["val_logloss"]))
-        models.append(bdt)
-    return models
+    return fit_ensemble(settings, X, y, Xv, yv, [seeds.member(seed, k) for k in range(settings["n_ensemble"])],
+                        ignore=("features", "n_ensemble", "seed", "study", "injection"), n_jobs=n_jobs, log=log,
+                        name=method)
