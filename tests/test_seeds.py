@@ -163,9 +163,10 @@ class _Model:
 
 def test_references_members(monkeypatch):
     from resonant import references
+    from resonant.models import classifiers
 
     log = []
-    monkeypatch.setattr(references, "make_classifier", lambda settings, seed, **kw: _Model(log, seed))
+    monkeypatch.setattr(classifiers, "make_classifier", lambda settings, seed, **kw: _Model(log, seed))
     xy = (np.zeros((4, 2)), np.array([0, 1, 0, 1]))
     monkeypatch.setattr(references, "training_data", lambda *a: {"train": xy, "val": xy})
     base = seeds.reference("st", 200, 1, "idealised")
