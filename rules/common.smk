@@ -151,7 +151,7 @@ def selection_params():
 
 def lhco_params():
     l = DATASET["lhco"]
-    return json.dumps({"chunk_size": l["chunk_size"],
+    return json.dumps({"chunk_size": l["chunk_size"], "key": l["key"],
                        "process_names": {"0": l["background_process"], "1": l["signal_process"]},
                        **config["selection"]}, sort_keys=True)
 

@@ -38,6 +38,19 @@ def make_particle_events(n: int, seed: int = 0, min_particles: int = 0, max_part
     return dense
 
 
+def undefined_padding(dense: np.ndarray, eta=np.nan, phi=0.0) -> np.ndarray:
+    """A copy whose padding slots (pT = 0) hold what a generator writes there straight from (px, py, pz):
+
+    eta = asinh(pz / pT) is undefined (NaN) at pT = 0, phi = atan2(0, 0) = 0.
+    """
+    out = dense.copy()
+    view = out[:, : 3 * N_PARTICLES].reshape(len(out), N_PARTICLES, 3)
+    padding = view[..., 0] == 0
+    view[..., 1][padding] = eta
+    view[..., 2][padding] = phi
+    return out
+
+
 def particle_frame(dense: np.ndarray) -> pd.DataFrame:
     """The official DataFrame: integer column labels 0..2100, RangeIndex."""
     return pd.DataFrame(dense)

@@ -23,6 +23,7 @@ from lhco_fixtures import (
     expected_particles,
     make_features_frame,
     make_particle_events,
+    undefined_padding,
     write_features_file,
     write_particle_file,
     write_particle_file_chunked,
@@ -262,21 +263,41 @@ def test_not_hdf5(tmp_path):
     _bad(tmp_path, src, "not an HDF5 file")
 
 
-def test_hdf5_without_key_df(tmp_path, dense):
-    src = _write(tmp_path, dense, key="events")
+@pytest.mark.parametrize("fmt", ["fixed", "table"])
+def test_particle_file_under_another_key(tmp_path, dense, fmt):
+    """Without the key setting the import fails, before writing, naming the setting, the keys and the fix;
+    with it the file imports."""
+    src = _write(tmp_path, dense, key="events", format=fmt)
     e = _bad(tmp_path, src, "no key 'df'")
-    assert "key='events'" in e.fix
+    assert "dataset.lhco.key" in e.problem and "keys in the file: 'events'" in e.problem
+    assert "set dataset.lhco.key: events in the config" in e.fix
+    assert e.field == "df"
+    with pytest.raises(InputError, match="set dataset.lhco.key: events"):
+        lhco.inspect_particle_file(src)
+    out = tmp_path / "raw.parquet"
+    stats = lhco.import_particles(src, out, chunk_size=100, key="events")
+    _check_raw_against_dense(out, dense)
+    assert stats["n_events"] == N_EVENTS
+    assert json.loads(pq.read_schema(out).metadata[b"resonant"])["key"] == "events"
+    assert lhco.inspect_particle_file(src, key="events")["key"] == "events"
+    # a key set but absent: the message names the file's keys and the key to set
+    e = _bad(tmp_path, _write(tmp_path, dense), "no key 'particles'", key="particles")
+    assert "keys in the file: 'df'" in e.problem and "set dataset.lhco.key: df" in e.fix
+
+
+def test_hdf5_without_a_particle_dataframe(tmp_path):
     plain = tmp_path / "plain.h5"
     with h5py.File(plain, "w") as f:
         f["particles"] = np.zeros((3, 3))
-    _bad(tmp_path, plain, "no key 'df'.*this is not events_anomalydetection_v2.h5")
+    e = _bad(tmp_path, plain, "no key 'df'.*keys in the file: 'particles'.*this is not events_anomalydetection_v2.h5")
+    assert "dataset.lhco.key: <key>" in e.fix
 
 
 def test_features_file_passed_as_particles(tmp_path):
     src = tmp_path / "events_anomalydetection_v2.features.h5"
     write_features_file(src, make_features_frame(20).astype(float), key="features")
     e = _bad(tmp_path, src, "no key 'df'")
-    assert "import_features" in e.fix
+    assert "import_features" in e.fix and "dataset.lhco.features" in e.fix
 
 
 @pytest.mark.parametrize("ncol", [2100, 2102])
@@ -295,14 +316,39 @@ def test_mixed_dtype_blocks(tmp_path, dense):
     _bad(tmp_path, src, "2 blocks")
 
 
+@pytest.mark.parametrize("padding", ["zero", "nan"])
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("column,field", [(3 * 4 + 0, "pt"), (3 * 4 + 1, "eta"), (3 * 4 + 2, "phi")])
-def test_non_finite_values(tmp_path, dense, value, column, field):
-    d = dense.copy()
+def test_non_finite_values(tmp_path, dense, value, column, field, padding):
+    """NaN/inf in a particle with pT > 0 (or in pT) is an error, also in a file whose padding holds NaN."""
+    d = dense.copy() if padding == "zero" else undefined_padding(dense)
+    assert d[203, 3 * 4] > 0
     d[203, column] = value  # in the 5th chunk of 50: earlier chunks were already written
     src = _write(tmp_path, d, complib="zlib")
     e = _bad(tmp_path, src, "rows 200-249: 1 NaN or infinite value", chunk_size=50)
-    assert "row 203" in str(e) and f"particle 4 {field}" in e.field
+    assert "event 203 (row 203)" in str(e) and f"particle 4 {field}" in e.field
+    assert "repair or drop" in e.fix and "pT = 0" in e.fix
+    if field != "pt":
+        assert f"with pT = {d[203, 3 * 4]} > 0" in e.problem
+
+
+@pytest.mark.parametrize("layout", [{"complib": None}, {"complib": "zlib"}, {"format": "table"}],
+                         ids=["fixed", "fixed-zlib", "table"])
+@pytest.mark.parametrize("eta,phi", [(np.nan, 0.0), (np.nan, np.nan), (np.inf, -np.inf)])
+def test_padding_with_undefined_eta_is_padding(tmp_path, dense, layout, eta, phi):
+    """A pT = 0 slot is padding whatever its eta and phi (a generator writes eta = NaN there)."""
+    d = undefined_padding(dense, eta=eta, phi=phi)
+    n_padding = int((d[:, : 3 * 700 : 3] == 0).sum())
+    assert n_padding > 0 and not np.isfinite(d).all()
+    src = _write(tmp_path, d, **layout)
+    out = tmp_path / "out" / "raw.parquet"
+    stats = lhco.import_particles(src, out, chunk_size=50)
+    _check_raw_against_dense(out, dense)  # the same events as the file with zero padding
+    assert stats["n_padding_slots_non_finite"] == n_padding
+    assert stats["n_particles"] == int((dense[:, : 3 * 700 : 3] > 0).sum())
+    assert lhco.inspect_particle_file(src)["n_events"] == N_EVENTS
+    clean = lhco.import_particles(_write(tmp_path, dense, name="clean.h5"), tmp_path / "clean.parquet")
+    assert clean["n_padding_slots_non_finite"] == 0
 
 
 def test_non_finite_label(tmp_path, dense):
@@ -535,8 +581,9 @@ def cli():
     return module.main
 
 
-WORKFLOW_PARAMS = {"chunk_size": 100, "process_names": {"0": "qcd", "1": "wprime_lhco"}, "jet_radius": 1.0,
-                   "lead_pt_min": 1000.0, "jet_eta_max": 2.5, "max_constituents": 64}  # as rules/common.smk
+WORKFLOW_PARAMS = {"chunk_size": 100, "key": "df", "process_names": {"0": "qcd", "1": "wprime_lhco"},
+                   "jet_radius": 1.0, "lead_pt_min": 1000.0, "jet_eta_max": 2.5,
+                   "max_constituents": 64}  # as rules/common.smk lhco_params()
 
 
 def test_cli_standalone():
@@ -586,6 +633,69 @@ def test_cli(tmp_path, dense, cli, capsys):
     with pytest.raises(InputError, match="does not exist"):
         cli(["particles", "--input", str(tmp_path / "nope.h5"), "--output", str(tmp_path / "x.parquet")])
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_cli_key_from_params(tmp_path, dense, cli, capsys):
+    """The workflow passes dataset.lhco.key as params 'key'; --key overrides it."""
+    src = _write(tmp_path, dense, name="events.h5", key="events")
+    out = tmp_path / "out" / "raw.parquet"
+    with pytest.raises(InputError, match="set dataset.lhco.key: events in the config") as err:
+        cli(["particles", "--input", str(src), "--params", json.dumps(WORKFLOW_PARAMS), "--output", str(out)])
+    assert "keys in the file: 'events'" in str(err.value)
+    _assert_no_output(out)
+    cli(["particles", "--input", str(src), "--params", json.dumps({**WORKFLOW_PARAMS, "key": "events"}),
+         "--output", str(out)])
+    _check_raw_against_dense(out, dense, names=("qcd", "wprime_lhco"))
+    out.unlink()
+    cli(["particles", "--input", str(src), "--params", json.dumps(WORKFLOW_PARAMS), "--key", "events",
+         "--output", str(out)])
+    _check_raw_against_dense(out, dense, names=("qcd", "wprime_lhco"))
+    capsys.readouterr()
+    cli(["inspect", "--input", str(src), "--params", '{"key": "events"}'])
+    assert '"key": "events"' in capsys.readouterr().out
+    for bad in ('""', "3"):
+        with pytest.raises(ConfigError, match="key"):
+            cli(["particles", "--input", str(src), "--output", str(tmp_path / "x.parquet"),
+                 "--params", f'{{"key": {bad}}}'])
+    # the features import reads its own key: the particle file's key in params does not disturb it
+    fsrc = tmp_path / "f.h5"
+    write_features_file(fsrc, make_features_frame(300))
+    cli(["features", "--input", str(fsrc), "--params", json.dumps({**WORKFLOW_PARAMS, "key": "events"}),
+         "--output", str(tmp_path / "jets.parquet")])
+    assert pq.read_table(tmp_path / "jets.parquet").num_rows > 0
+
+
+@pytest.mark.slow
+def test_workflow_passes_the_key_setting(tmp_path, dense):
+    """dataset.lhco.key reaches the import through the rule's params: without it the rule fails with the
+    message naming the setting and writes nothing; with it the file imports."""
+    import yaml
+    from workflow_utils import copy_project, snakemake
+
+    wd = copy_project(tmp_path / "wd")
+    src = _write(tmp_path, dense[:40], key="events")
+    data = "results/data/lhco-key"
+    target = f"{data}/raw/lhco/chunk-0000.parquet"
+
+    def config(**lhco_settings):
+        cfg = {"dataset": {"name": "lhco-key", "source": "lhco",
+                           "lhco": {"particles": str(src), "chunk_size": 16, **lhco_settings}},
+               "studies": {"lhco": {"signal": "wprime_lhco", "injections": [10], "seeds": [0]}},
+               "methods": {m: {"enabled": False} for m in ("contrastive", "flow_matching", "diffusion",
+                                                          "idealised_pointcloud")}}
+        (wd / "lhco.yaml").write_text(yaml.safe_dump(cfg))
+        return "lhco.yaml"
+
+    proc = snakemake(wd, target, "--configfile", config(), check=False)
+    log_file = wd / data / "logs" / "import_lhco_particles.log"
+    assert proc.returncode != 0 and log_file.exists(), proc.stderr[-3000:]
+    log = log_file.read_text()
+    assert "events_anomalydetection_v2.h5" in log and "keys in the file: 'events'" in log
+    assert "set dataset.lhco.key: events in the config" in log
+    assert not (wd / target).exists()
+    snakemake(wd, target, "--configfile", config(key="events"))
+    _check_raw_against_dense(wd / target, dense[:40], names=("qcd", "wprime_lhco"))
+    assert pq.ParquetFile(wd / target).metadata.num_row_groups == 3
 
 
 def test_feature_columns_match_official_order():

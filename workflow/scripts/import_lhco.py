@@ -5,10 +5,11 @@
     import_lhco.py features  --input events_anomalydetection_v2.features.h5 --output jets.parquet \\
         [--extra-background events_anomalydetection_qcd_extra_inneronly_features.h5]
 
---params takes a JSON object (the workflow passes chunk_size, process_names
-{"0": background, "1": signal} and the config's selection block); the options
-override it. Bad input ends with exit status 2 and one line naming the file,
-the field and the fix.
+--params takes a JSON object (the workflow passes chunk_size, key (the
+particle file's pandas key, dataset.lhco.key), process_names {"0": background,
+"1": signal} and the config's selection block); the options override it.
+Bad input ends with exit status 2 and one line naming the file, the field
+and the fix.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from resonant.data import lhco
 from resonant.errors import ConfigError
 from resonant.io import write_json
 
-PARAM_KEYS = {"chunk_size", "process_names", "lead_pt_min", "jet_eta_max",
-              "jet_radius", "max_constituents"}  # the last two concern clustering only
+# key is the particle file's (the features import finds its own); jet_radius and
+# max_constituents concern clustering only
+PARAM_KEYS = {"chunk_size", "key", "process_names", "lead_pt_min", "jet_eta_max",
+              "jet_radius", "max_constituents"}
 
 
 def _params(args) -> dict:
@@ -51,6 +54,17 @@ def _process_names(params: dict, args) -> dict[int, str]:
     return names
 
 
+def _particle_key(params: dict, args) -> str:
+    """The particle file's pandas key: --key, else params (dataset.lhco.key), else 'df'."""
+    if args.key is not None:
+        return args.key
+    key = params.get("key", lhco.PARTICLE_KEY)
+    if not isinstance(key, str) or not key:
+        raise ConfigError("--params key", f"invalid value {key!r}",
+                          f"give the pandas key of the particle file ({lhco.KEY_SETTING}), e.g. 'df'")
+    return key
+
+
 def _number(params: dict, args, name: str, default, kind=float, minimum=None):
     value = getattr(args, name)
     if value is None:
@@ -74,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_ins = sub.add_parser("inspect", parents=[common],
                            help="validate a particle file and print what it holds (JSON)")
     p_ins.add_argument("--input", required=True, help=f"the particle file ({lhco.PARTICLE_FILE})")
-    p_ins.add_argument("--key", default=lhco.PARTICLE_KEY, help="pandas key (default: %(default)s)")
+    p_ins.add_argument("--key", default=None, help=f"pandas key (default: params, else {lhco.PARTICLE_KEY})")
 
     def names_and_stats(p):
         p.add_argument("--output", required=True, help="output Parquet file (written atomically)")
@@ -87,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_par = sub.add_parser("particles", parents=[common], help=f"{lhco.PARTICLE_FILE} -> raw events (Parquet)")
     p_par.add_argument("--input", required=True, help=f"the particle file ({lhco.PARTICLE_FILE})")
     names_and_stats(p_par)
-    p_par.add_argument("--key", default=lhco.PARTICLE_KEY, help="pandas key (default: %(default)s)")
+    p_par.add_argument("--key", default=None,
+                       help=f"pandas key (default: params 'key', the workflow's {lhco.KEY_SETTING}; else "
+                            f"{lhco.PARTICLE_KEY})")
     p_par.add_argument("--chunk-size", type=int, default=None,
                        help=f"events per row group (default: params, else {lhco.DEFAULT_CHUNK_SIZE}); memory "
                             f"does not grow with it beyond ~2 kB per event")
@@ -118,14 +134,14 @@ def main(argv=None):
     cli.setup_logging(args.verbose)
     params = _params(args)
     if args.command == "inspect":
-        print(json.dumps(lhco.inspect_particle_file(args.input, key=args.key), indent=2))
+        print(json.dumps(lhco.inspect_particle_file(args.input, key=_particle_key(params, args)), indent=2))
         return
     names = _process_names(params, args)
     if args.command == "particles":
         stats = lhco.import_particles(
             args.input, args.output,
             chunk_size=_number(params, args, "chunk_size", lhco.DEFAULT_CHUNK_SIZE, int, 1),
-            process_names=names, max_events=args.max_events, id_tag=args.id_tag, key=args.key,
+            process_names=names, max_events=args.max_events, id_tag=args.id_tag, key=_particle_key(params, args),
             threads=args.threads)
     else:
         stats = lhco.import_features(

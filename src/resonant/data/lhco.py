@@ -139,23 +139,40 @@ def _describe_keys(f: h5py.File) -> str:
 # --------------------------------------------------------------------------- particle file
 
 
+KEY_SETTING = "dataset.lhco.key"  # where the workflow's config sets the particle file's key
+
+
+def _set_key(key: str) -> str:
+    """How to choose ``key``: the config setting, and its equivalents outside the workflow."""
+    return (f"set {KEY_SETTING}: {key} in the config (outside the workflow: import_lhco.py particles "
+            f"--key {key}, or import_particles(key={key!r}))")
+
+
 def _particle_dataset_node(f: h5py.File, path: Path, key: str):
     """The dataset holding the dense block, and the pandas layout ('fixed' or 'table')."""
     if key not in f:
         hints = []
         for k in f.keys():
             obj = f[k]
-            if isinstance(obj, h5py.Group) and "block0_values" in obj:
+            if not isinstance(obj, h5py.Group):
+                continue
+            if "block0_values" in obj:
                 ncol = obj["block0_values"].shape[-1]
-                if ncol == N_COLUMNS:
-                    hints.append(f"key '{k}' has the expected {N_COLUMNS} columns: pass key='{k}'")
-                elif ncol <= 20:
-                    hints.append(f"key '{k}' has {ncol} columns: this looks like a high-level features file; "
-                                 "import it with import_features")
-        fix = "; ".join(hints) or (f"pass the particle file {PARTICLE_FILE}, or the key under which your "
-                                   "DataFrame was stored (key=...)")
-        raise InputError(path, f"no key '{key}' (keys in the file: {_describe_keys(f)}): this is not "
-                         f"{PARTICLE_FILE} as published (pandas DataFrame under key 'df')", fix, field=key)
+            elif "table" in obj and "values_block_0" in (obj["table"].dtype.names or ()):
+                ncol = _dense_shape(obj["table"], "table")[1]
+            else:
+                continue
+            if ncol == N_COLUMNS:
+                hints.append(f"the particles are under key '{k}' ({N_COLUMNS} columns): {_set_key(k)}")
+            elif ncol <= 20:
+                hints.append(f"key '{k}' has {ncol} columns: this looks like a high-level features file; "
+                             "give it as dataset.lhco.features, not dataset.lhco.particles "
+                             "(import_features, not import_particles)")
+        fix = "; ".join(hints) or (f"pass the particle file {PARTICLE_FILE}; if your DataFrame is stored "
+                                   f"under another key, {_set_key('<key>')}")
+        raise InputError(path, f"no key '{key}' (the pandas key, set by {KEY_SETTING}, default '{PARTICLE_KEY}'; "
+                         f"keys in the file: {_describe_keys(f)}): this is not {PARTICLE_FILE} as published "
+                         f"(pandas DataFrame under key '{PARTICLE_KEY}')", fix, field=key)
     group = f[key]
     if not isinstance(group, h5py.Group):
         raise InputError(path, f"'{key}' is a plain HDF5 dataset, not a pandas DataFrame",
@@ -472,35 +489,53 @@ def inspect_particle_file(path, key: str = PARTICLE_KEY) -> dict:
         return info
 
 
-def _check_finite(block: np.ndarray, row0: int, path, field: str) -> None:
+def _check_finite(block: np.ndarray, row0: int, path, field: str) -> int:
+    """Raise on NaN/inf where it matters; return the padding slots holding one (ignored).
+
+    A slot with pT == 0 is padding whatever its eta and phi: a file written
+    straight from a generator can hold eta = NaN there (pT = 0 leaves eta
+    undefined), and the slot is dropped anyway. Non-finite pT, a non-finite
+    eta or phi of a particle with pT > 0, and a non-finite label are errors.
+    """
     # NaN and inf propagate through a sum: one pass, no temporary. A sum that
     # overflows only sends us to the exact check, which then finds nothing.
-    if np.isfinite(block.sum()):
-        return
-    finite = np.isfinite(block)
-    if finite.all():
-        return
-    bad = np.argwhere(~finite)
-    r, c = (int(x) for x in bad[0])
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, overflow: both go to the exact check
+        if np.isfinite(block.sum()):
+            return 0
+    bad = ~np.isfinite(block)
+    padding = block[:, 0:3 * N_PARTICLES:3] == 0  # pT == 0 (False for NaN pT)
+    n_ignored = int((padding & (bad[:, 1:3 * N_PARTICLES:3] | bad[:, 2:3 * N_PARTICLES:3])).sum())
+    if n_ignored:
+        keep = ~padding
+        bad[:, 1:3 * N_PARTICLES:3] &= keep
+        bad[:, 2:3 * N_PARTICLES:3] &= keep
+    if not bad.any():
+        return n_ignored
+    where = np.argwhere(bad)
+    r, c = (int(x) for x in where[0])
     if c == N_COLUMNS - 1:
         what = "label"
     else:
         what = f"particle {c // 3} {('pt', 'eta', 'phi')[c % 3]}"
-    rows = np.unique(bad[:, 0])
-    raise InputError(path, f"rows {row0}-{row0 + len(block) - 1}: {len(bad)} NaN or infinite value(s) in "
-                     f"{len(rows)} event(s), first at row {row0 + r}, column {c} ({what}) = {float(block[r, c])}",
-                     "repair or drop those events at the source (the published file has none: "
-                     + _FIX_DOWNLOAD + ")", field=f"{field}[:, {c}] ({what})")
+    rows = np.unique(where[:, 0])
+    raise InputError(path, f"rows {row0}-{row0 + len(block) - 1}: {len(where)} NaN or infinite value(s) in "
+                     f"{len(rows)} event(s), first in event {row0 + r} (row {row0 + r}), column {c} "
+                     f"({what}) = {float(block[r, c])}" + ("" if c % 3 == 0 or c == N_COLUMNS - 1 else
+                                                             f" with pT = {float(block[r, c - c % 3])} > 0"),
+                     "repair or drop those events at the source; only slots with pT = 0 (padding) may hold NaN "
+                     "(the published file has none: " + _FIX_DOWNLOAD + ")", field=f"{field}[:, {c}] ({what})")
 
 
 def _dense_to_table(block: np.ndarray, row0: int, id0: int, names: pa.Array, path, field: str):
-    """One dense chunk (n, 2101) -> (raw-event table, particle counts, labels). Vectorised.
+    """One dense chunk (n, 2101) -> (raw-event table, particle counts, labels, n). Vectorised.
 
-    Allocates only per-particle arrays (no dense temporaries): the dense
-    chunk is by far the largest object and is reused by the caller.
+    ``n`` counts the padding slots holding a NaN/inf eta or phi (dropped).
+    Allocates only per-particle arrays (no dense float temporaries; a block
+    holding NaN/inf gets one (n, 2101) boolean mask, 1/8 of its size): the
+    dense chunk is by far the largest object and is reused by the caller.
     """
     n = len(block)
-    _check_finite(block, row0, path, field)
+    n_nan_padding = _check_finite(block, row0, path, field)
     labels = block[:, -1]
     _check_labels(labels, row0, path, field)
     parts = block[:, : 3 * N_PARTICLES].reshape(n, N_PARTICLES, 3)  # a view
@@ -527,7 +562,7 @@ def _dense_to_table(block: np.ndarray, row0: int, id0: int, names: pa.Array, pat
         ],
         schema=RAW_SCHEMA,
     )
-    return table, counts, label8
+    return table, counts, label8, n_nan_padding
 
 
 def _process_lookup(process_names: Mapping | None) -> pa.Array:
@@ -558,11 +593,14 @@ def import_particles(
     while the current one is converted) and written as one row group per
     ``chunk_size`` events through :func:`resonant.io.parquet_writer`: if
     anything fails, no output is left. Particles with pT == 0 are padding and
-    dropped; the others keep the file's order. Event ``i`` gets
+    dropped, whatever their eta and phi (a generator's file may hold NaN
+    there); the others keep the file's order. Event ``i`` gets
     ``event_id_base(id_tag, 0) + i``, its label from the last column and its
     process from ``process_names`` (default 0 -> "qcd", 1 -> "signal").
-    NaN/inf values, negative pT and labels other than 0/1 raise
-    ``InputError`` naming the rows and the column.
+    NaN/inf values (a pT, the eta or phi of a particle with pT > 0, a label),
+    negative pT and labels other than 0/1 raise ``InputError`` naming the
+    rows and the column. ``key`` is the pandas key of the DataFrame (the
+    workflow's ``dataset.lhco.key``, default ``"df"``).
 
     Memory: two dense blocks (~170 MB each at 10k rows of float64) plus one
     converted chunk (~2 kB per event), whatever the file size.
@@ -598,6 +636,7 @@ def import_particles(
         n_particles = 0
         per_label = np.zeros(2, np.int64)
         mult_min, mult_max, n_empty, n_full = N_PARTICLES + 1, -1, 0, 0
+        n_nan_padding = 0  # padding slots (pT == 0) with a NaN/inf eta or phi: dropped like all padding
         pending: list[pa.Table] = []  # converted blocks of the current chunk
         pending_counts: list[np.ndarray] = []
         pending_labels: list[np.ndarray] = []
@@ -613,7 +652,8 @@ def import_particles(
                     block = future.result()
                     if i + 1 < len(blocks):
                         future = prefetch.submit(reader.read, *blocks[i + 1], buffers[(i + 1) % 2])
-                    table, counts, label8 = _dense_to_table(block, lo, id0, names, path, field)
+                    table, counts, label8, nan_padding = _dense_to_table(block, lo, id0, names, path, field)
+                    n_nan_padding += nan_padding
                     del block
                     pending.append(table)
                     pending_counts.append(counts)
@@ -656,6 +696,7 @@ def import_particles(
         "multiplicity": {"min": mult_min, "max": mult_max, "mean": n_particles / n},
         "n_events_without_particles": n_empty,
         "n_events_with_700_particles": n_full,
+        "n_padding_slots_non_finite": n_nan_padding,
         "event_id_first": id0,
         "event_id_last": id0 + n - 1,
         "reader": info["reader"],
@@ -668,6 +709,9 @@ def import_particles(
     }
     if n_empty:
         log.warning("%s: %d event(s) have no particle at all", path, n_empty)
+    if n_nan_padding:
+        log.info("%s: %d padding slot(s) (pT = 0) hold a NaN or infinite eta/phi: dropped as padding", path,
+                 n_nan_padding)
     if n_full:
         log.warning("%s: %d event(s) fill all 700 slots (the file may have truncated them)", path, n_full)
     log.info("%s -> %s: %d events, %d particles (%.1f/event), %.1f s, %.0f events/s", path, output, n,
