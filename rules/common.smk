@@ -542,7 +542,8 @@ def report_targets():
         out += [f"results/{study}/summary/{g}_{kind}" for study in config["studies"]
                 for kind in ("fidelity.json", "jets.png", "particles.png")]
     if "vae" in enabled_methods():
-        out += [f"results/{study}/summary/vae_characterisation.json" for study in config["studies"]]
+        out += [f"results/{study}/summary/{f}" for study in config["studies"]
+                for f in ("vae_characterisation.json", "vae_checks.json")]
     return out
 
 

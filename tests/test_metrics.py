@@ -97,7 +97,7 @@ def test_every_method_of_a_study_has_its_own_colour_and_keeps_it():
     from resonant.config import POINTCLOUD_METHODS
     from resonant.plots import style_of
 
-    methods = ["supervised", "idealised", "cathode", "vae", *POINTCLOUD_METHODS,
+    methods = ["supervised", "idealised", "cathode", "vae", "vae_latent", *POINTCLOUD_METHODS,
                *(f"contrastive-{c}" for c in ("ID", "IP", "EP", "bkg"))]
     colours = [style_of(m)["color"] for m in methods]
     assert len(set(colours)) == len(methods), dict(zip(methods, colours))

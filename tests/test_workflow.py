@@ -28,7 +28,7 @@ DOWNSTREAM_OF_BDT = {"reference": 4, "cathode_classify": 6, "cathode_fidelity": 
 DOWNSTREAM_OF_FLOW = {"cathode_flow": 2, "cathode_sample": 2, "cathode_classify": 2, "cathode_fidelity": 2,
                       "cathode_checks": 1, "metrics": 2, **SUMMARIES}
 DOWNSTREAM_OF_FLOW_CODE = {**ENGINES, "cathode_checks": 3, "contrastive_combine": 4, "metrics": 6, **SUMMARIES}
-VAE = {"vae_train": 2, "vae_characterise": 1}
+VAE = {"vae_train": 2, "vae_latent": 2, "vae_checks": 1, "vae_characterise": 1}
 # Each generator per injection and seed (and SB samples for the checks of the first seed); the point-cloud
 # classifier runs for flow matching, diffusion and the point-cloud idealised detector.
 FM = {"train_jet_fm": 2, "train_particle_fm": 2, "sample_fm": 3}
@@ -36,7 +36,7 @@ DIFFUSION = {"train_jet_diffusion": 2, "train_particle_diffusion": 2, "sample_di
 POINT_CLOUD = {**FM, **DIFFUSION, "pc_classifier": 6, "pc_checks": 2}
 DOWNSTREAM_OF_STUDY_SETS = {"study_sets": 2, "reference": 4, **ENGINES, "cathode_checks": 3,
                             "contrastive_latent_sets": 4, "contrastive_combine": 4, **VAE, **POINT_CLOUD,
-                            "metrics": 18, **SUMMARIES}
+                            "metrics": 20, **SUMMARIES}
 DOWNSTREAM_OF_ENCODERS = {"train_contrastive_encoder": 2, "contrastive_encode": 2, "contrastive_latent_checks": 2}
 
 
@@ -56,7 +56,7 @@ def test_tiny_study_end_to_end(run_a):
         summary = json.loads((d / "summary.json").read_text())
         assert summary["signal_injected"]["total"] == 60
         assert summary["signal_injected"]["sr"] > 10  # most of a 3.5 TeV resonance lands in the SR
-        for method in ("supervised", "idealised", "cathode", "contrastive-ID", "contrastive-EP", "vae",
+        for method in ("supervised", "idealised", "cathode", "contrastive-ID", "contrastive-EP", "vae", "vae_latent",
                        "flow_matching", "diffusion", "idealised_pointcloud"):
             m = json.loads((d / method / "metrics.json").read_text())
             assert m["method"] == method and m["injection"] == 60 and m["seed"] == seed
@@ -85,6 +85,8 @@ def test_tiny_study_end_to_end(run_a):
     vae = json.loads((a / "results/tiny/summary/vae_characterisation.json").read_text())
     assert vae["largest_deviation"] and "mjj" not in vae["observables"]
     assert (a / "results/tiny/summary/vae_marginals.png").stat().st_size > 1000
+    vae_checks = json.loads((a / "results/tiny/summary/vae_checks.json").read_text())
+    assert set(vae_checks["sculpting"]) == {"vae", "vae_latent"}
     # both generators' samples follow the contract, their particle counts the generated jets' n
     for generator in ("flow_matching", "diffusion"):
         with h5py.File(a / f"results/tiny/inj60/seed0/{generator}/samples.h5", "r") as f:
@@ -131,10 +133,10 @@ def test_changed_param_reruns_exactly_its_stage_and_descendants(run_a, tmp_path)
 @pytest.mark.parametrize("module, expected", [
     ("src/resonant/models/bdt.py", DOWNSTREAM_OF_BDT),
     ("src/resonant/regions.py", {**DOWNSTREAM_OF_STUDY_SETS, **DOWNSTREAM_OF_ENCODERS}),
-    ("src/resonant/vae.py", {**VAE, "metrics": 2, **SUMMARIES}),
+    ("src/resonant/vae.py", {**VAE, "metrics": 4, **SUMMARIES}),
     ("src/resonant/models/flow.py", DOWNSTREAM_OF_FLOW_CODE),
     ("src/resonant/plots.py", {**SUMMARIES, "plot_data": 1, "plot_turn_on": 1, "cathode_checks": 3,
-                               "contrastive_latent_checks": 2, **VAE, "pc_checks": 2, "metrics": 2}),
+                               "contrastive_latent_checks": 2, **VAE, "pc_checks": 2, "metrics": 4}),
     ("src/resonant/flow_matching.py", {**FM, "pc_classifier": 2, "pc_checks": 1, "metrics": 2, **SUMMARIES}),
     ("src/resonant/diffusion.py", {**DIFFUSION, "pc_classifier": 2, "pc_checks": 1, "metrics": 2, **SUMMARIES}),
     ("src/resonant/generative.py", {**FM, **DIFFUSION, "pc_classifier": 4, "pc_checks": 2, "metrics": 4,

@@ -20,6 +20,7 @@ METHOD_LABELS = {
     "idealised": "Idealised AD",
     "cathode": "CATHODE (classic)",
     "vae": "VAE (KL score)",
+    "vae_latent": "VAE (encoding rarity)",
     "flow_matching": "Flow matching (full phase space)",
     "diffusion": "Diffusion (full phase space)",
     "idealised_pointcloud": "Idealised AD (point cloud)",
@@ -36,6 +37,7 @@ _STYLES = {
     "flow_matching": ("tab:red", "^", "-"),
     "diffusion": ("tab:purple", "v", "-"),
     "vae": ("tab:brown", "P", "-"),
+    "vae_latent": ("darkgoldenrod", "p", "--"),
 }
 _CONTRASTIVE = {"ID": "tab:green", "IP": "tab:cyan", "EP": "tab:pink", "bkg": "tab:orange"}
 _SPARE = ("gold", "navy", "teal", "maroon", "lime", "indigo")

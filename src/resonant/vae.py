@@ -22,7 +22,17 @@ What the score ranks
     tail far from the input origin (heavy jets) get the largest KL; a
     two-prong signal whose small tau ratios put it near the origin can get the
     smallest (the laptop W' -> XY signal: AUC ~0.1). The ensemble mean is
-    dominated by the members that encode a signal far from the prior.
+    dominated by the members that encode a signal far from the prior. The
+    published evaluation negates scores whose AUC is below 0.5, choosing the
+    direction with the truth labels; a search cannot, and nothing here does.
+
+Rarity of the encoding (``vae_latent``)
+    The same members score an event by how rare its encoding (latent mean and
+    log width) is among the data's encodings: -log of a kernel density of the
+    data's encodings in robustly standardised coordinates
+    (:class:`EncodingRarity`), so the orientation, offset and scale of a
+    member's axis do not matter; each member's score is standardised on the
+    data, so members of opposite orientation add instead of cancelling.
 
 Characterisation
     The encoder is frozen; a new decoder learns the observables from
@@ -261,6 +271,146 @@ def load_member(path):
     if not path.exists():
         raise InputError(path, "model file does not exist", "run the vae_train stage")
     return keras.models.load_model(path, compile=False)
+
+
+def load_ensemble(models_dir) -> tuple[list, list[dict]]:
+    """The members saved by the vae_train stage in ``models_dir`` (member_NN.keras, in order) and their JSONs
+    (config, training history, seed)."""
+    models_dir = Path(models_dir)
+    paths = sorted(models_dir.glob("member_*.keras"))
+    if not paths:
+        raise InputError(models_dir, "holds no member_NN.keras", "run the vae_train stage")
+    return [load_member(p) for p in paths], [io.read_json(p.with_suffix(".json")) for p in paths]
+
+
+# ---------------------------------------------------------------- rarity of the encoding (vae_latent)
+LATENT_DEFAULTS = {"width": True, "bandwidth": None, "n_reference": 20000}
+_CHUNK_CELLS = 4_000_000  # points x reference events per block of the density sums (~32 MB)
+
+
+def latent_settings(params: dict | None = None) -> dict:
+    """The settings of the encoding-rarity score: ``LATENT_DEFAULTS`` updated with the known keys of ``params``."""
+    return {**LATENT_DEFAULTS, **{k: v for k, v in (params or {}).items() if k in LATENT_DEFAULTS}}
+
+
+def encodings(model, X: np.ndarray, width: bool = True) -> np.ndarray:
+    """The encoding of each event: its latent means and, with ``width``, its latent log widths (log sigma):
+    (N, latent_dim) or (N, 2 latent_dim)."""
+    mean, log_var = model.encode_numpy(X)
+    return np.c_[mean, 0.5 * log_var] if width else mean
+
+
+def _robust_scale(x: np.ndarray, axis=0) -> np.ndarray:
+    """1.4826 x the median absolute deviation (the standard deviation of a gaussian), at least 1e-6."""
+    med = np.median(x, axis=axis, keepdims=True)
+    return np.maximum(1.4826 * np.median(np.abs(x - med), axis=axis), 1e-6)
+
+
+def _spread_rows(n: int, k: int) -> np.ndarray:
+    """``k`` row indices spread evenly over ``n`` rows (all of them if k >= n): a subsample without randomness."""
+    if k >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+class EncodingRarity:
+    """How rare an encoding is among the data's encodings: -log of its density under their aggregate posterior.
+
+    ``fit`` takes the encodings of the data (:func:`encodings`; no labels) and
+    standardises each coordinate robustly (median, 1.4826 MAD), so that the
+    score does not depend on the orientation of the latent axis (z -> -z maps
+    the standardised coordinates to their negatives, and distances are kept),
+    nor on its offset and scale. The density is a gaussian kernel density of
+    ``n_reference`` of the data's encodings (spread evenly over the rows; all
+    if fewer) with the same width in every standardised coordinate,
+    ``bandwidth`` or Scott's n^(-1/(d+4)). ``raw`` is -log density;
+    ``score`` is the same on a scale common to all members: (raw - its median
+    over the data) / its robust spread over the data, so members add on one
+    scale. The data used in ``fit`` are scored leave-one-out
+    (:meth:`score_fitted`): no event lends its own kernel to its density.
+    """
+
+    def __init__(self, bandwidth: float | None = None, n_reference: int = 20000):
+        self.bandwidth, self.n_reference = bandwidth, int(n_reference)
+
+    def fit(self, E: np.ndarray) -> "EncodingRarity":
+        E = np.asarray(E, np.float64)
+        if E.ndim != 2 or len(E) < 2 or not np.all(np.isfinite(E)):
+            raise ValueError(f"EncodingRarity.fit needs >= 2 finite encodings (N, d), got shape {E.shape}")
+        self.centre = np.median(E, axis=0)
+        self.scale = _robust_scale(E)
+        self._fitted = self._standard(E)
+        self.reference_rows = _spread_rows(len(E), self.n_reference)
+        self.reference = self._fitted[self.reference_rows]
+        n, d = self.reference.shape
+        self.h = float(self.bandwidth) if self.bandwidth else float(n ** (-1.0 / (d + 4)))
+        raw = self._neg_log_density(self.reference, exclude=np.arange(n))
+        self.raw_median = float(np.median(raw))
+        self.raw_scale = float(_robust_scale(raw))
+        return self
+
+    def _standard(self, E) -> np.ndarray:
+        return (np.asarray(E, np.float64) - self.centre) / self.scale
+
+    def _neg_log_density(self, P: np.ndarray, exclude=None) -> np.ndarray:
+        """-log density at standardised points ``P``; ``exclude[i]`` >= 0: leave reference row exclude[i] out."""
+        from scipy.special import logsumexp
+
+        R = self.reference
+        n, d = R.shape
+        r2 = np.einsum("ij,ij->i", R, R)
+        out = np.empty(len(P))
+        step = max(1, _CHUNK_CELLS // n)
+        for i in range(0, len(P), step):
+            p = P[i:i + step]
+            d2 = np.maximum(np.einsum("ij,ij->i", p, p)[:, None] + r2[None, :] - 2.0 * p @ R.T, 0.0)
+            arg = -0.5 * d2 / self.h**2
+            k = n
+            if exclude is not None:
+                ex = np.asarray(exclude[i:i + step])
+                rows = np.flatnonzero(ex >= 0)
+                arg[rows, ex[rows]] = -np.inf
+                k = n - (ex >= 0)
+            out[i:i + step] = -(logsumexp(arg, axis=1) - np.log(k))
+        return out + d * np.log(self.h * math.sqrt(2.0 * math.pi)) + float(np.log(self.scale).sum())
+
+    def raw(self, E: np.ndarray) -> np.ndarray:
+        """-log density of encodings ``E`` (new events, not those of ``fit``)."""
+        return self._neg_log_density(self._standard(E))
+
+    def _common(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.raw_median) / self.raw_scale
+
+    def score(self, E: np.ndarray) -> np.ndarray:
+        """The rarity of encodings ``E`` of new events on the common scale (larger: rarer)."""
+        return self._common(self.raw(E))
+
+    def score_fitted(self) -> np.ndarray:
+        """The rarity of the encodings given to ``fit``, each with its own kernel left out of the density."""
+        exclude = np.full(len(self._fitted), -1, np.int64)
+        exclude[self.reference_rows] = np.arange(len(self.reference_rows))
+        return self._common(self._neg_log_density(self._fitted, exclude=exclude))
+
+
+def fit_rarity(models, X_data: np.ndarray, s: dict | None = None) -> list[EncodingRarity]:
+    """One :class:`EncodingRarity` per member, fitted on the encodings of the data ``X_data`` (no labels)."""
+    s = latent_settings(s)
+    return [EncodingRarity(s["bandwidth"], s["n_reference"]).fit(encodings(m, X_data, s["width"])) for m in models]
+
+
+def rarity_scores(models, rarities, X: np.ndarray, s: dict | None = None) -> list[np.ndarray]:
+    """Per member, the rarity of the encodings of new events ``X`` on the common scale: the ensemble's member
+    scores (their mean is the score of ``vae_latent``)."""
+    s = latent_settings(s)
+    return [r.score(encodings(m, X, s["width"])) for m, r in zip(models, rarities)]
+
+
+def data_scores(models, X_data: np.ndarray, s: dict | None = None) -> dict:
+    """Both scores of the data events themselves (for the sculpting checks): {"vae": mean KL, "vae_latent":
+    mean rarity, each event left out of its own density}, each (N,)."""
+    rarities = fit_rarity(models, X_data, s)
+    return {"vae": np.mean(kl_scores(models, X_data), axis=0),
+            "vae_latent": np.mean([r.score_fitted() for r in rarities], axis=0)}
 
 
 # ---------------------------------------------------------------- characterisation
@@ -600,4 +750,78 @@ def plot_marginals(mjj_grid, band: dict, curves: dict, path, sr=None, deviations
                bbox_to_anchor=(1.0, 0.985))
     if title:
         fig.text(0.01, 0.975, title, fontsize=16, ha="left", va="center")
+    plots.save(fig, path)
+
+
+def plot_training(histories: list[dict], path, title=None) -> None:
+    """Per member: the validation KL (and the training KL) against epoch, the kept epoch (the KL peak, or the
+    largest validation KL without one) marked."""
+    from . import plots
+
+    plt = plots.plt
+    n = len(histories)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows + 0.8), squeeze=False, sharex=True)
+    for k, h in enumerate(histories):
+        ax = axes[k // cols, k % cols]
+        ep = np.arange(1, len(h["val_kl"]) + 1)
+        ax.plot(ep, h["kl"], color="grey", lw=1.2, label="training")
+        ax.plot(ep, h["val_kl"], color="tab:brown", lw=1.8, label="validation")
+        sel = h["selected_epoch"]
+        ax.plot([sel + 1], [h["val_kl"][sel]], "v", color="r", ms=10,
+                label="kept: KL peak" if h["peak_found"] else "kept: largest KL (no peak)")
+        ax.set_title(f"member {k}: epoch {sel + 1}" + ("" if h["peak_found"] else " (no peak)"), fontsize=13)
+        ax.tick_params(labelsize=11)
+        if k % cols == 0:
+            ax.set_ylabel("mean KL to the prior", fontsize=13)
+        if k // cols == rows - 1:
+            ax.set_xlabel("epoch", fontsize=13)
+        if k == 0:
+            ax.legend(fontsize=10)
+    for k in range(n, rows * cols):
+        axes[k // cols, k % cols].set_visible(False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    if title:
+        fig.text(0.01, 0.975, title, fontsize=15, ha="left", va="center")
+    plots.save(fig, path)
+
+
+def plot_latent_means(means: list[np.ndarray], selected_epochs, path, labels=None, title=None) -> None:
+    """Per member: the distribution of the data's latent means (first latent dimension) at the kept epoch,
+    with the prior N(0, 1) dashed; with ``labels`` (figure only), background and signal drawn separately,
+    each normalised to unit area."""
+    from . import plots
+
+    plt = plots.plt
+    n = len(means)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows + 0.8), squeeze=False)
+    for k, z in enumerate(means):
+        ax = axes[k // cols, k % cols]
+        z = np.asarray(z)[:, 0]
+        lo, hi = np.quantile(z, [0.001, 0.999])
+        lo, hi = min(lo, -3.0), max(hi, 3.0)
+        bins = np.linspace(lo, hi, 60)
+        groups = [("data", z, "k")] if labels is None else [
+            ("background", z[np.asarray(labels) == 0], "k"), ("signal", z[np.asarray(labels) == 1], "r")]
+        for name, v, colour in groups:
+            if len(v):
+                ax.hist(np.clip(v, lo, hi), bins=bins, density=True, histtype="step", color=colour, lw=1.6,
+                        label=f"{name} ({len(v)})")
+        x = np.linspace(lo, hi, 200)
+        ax.plot(x, np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi), color="tab:blue", ls="--", lw=1.2,
+                label="prior N(0, 1)")
+        ax.axvline(0.0, color="tab:blue", lw=0.8, alpha=0.6)
+        ax.set_title(f"member {k}: epoch {selected_epochs[k] + 1}", fontsize=13)
+        ax.tick_params(labelsize=11)
+        ax.set_xlabel("latent mean $z$", fontsize=13)
+        if k == 0:
+            ax.legend(fontsize=10)
+    for k in range(n, rows * cols):
+        axes[k // cols, k % cols].set_visible(False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    if title:
+        fig.text(0.01, 0.975, title, fontsize=15, ha="left", va="center")
     plots.save(fig, path)
