@@ -44,13 +44,14 @@ LOCAL_SITE = [
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    state = tmp_path_factory.mktemp("slurm")
+    """A private cluster in its own directory (tests/slurm_cluster.py): nothing of it outside that directory
+    and the SLURM it unpacks in ~/.cache/resonant-slurm; it skips where a SLURM it did not start is here."""
     try:
-        slurm_cluster.start(state)
+        c = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
     except (slurm_cluster.Unavailable, OSError, subprocess.SubprocessError) as e:
-        pytest.skip(f"cannot run a SLURM cluster on this machine: {e}")
-    yield state
-    slurm_cluster.stop()
+        pytest.skip(f"cannot run a private SLURM cluster on this machine: {e}")
+    yield c
+    c.stop()
 
 
 METHODS = ("supervised", "idealised", "cathode", "contrastive-ID", "contrastive-EP", "vae", "flow_matching",
@@ -61,7 +62,8 @@ DATA_RULES = ("generate", "cluster", "merge_jets", "merge_simulation", "study_se
 
 def test_tiny_study_runs_through_the_slurm_profile(cluster, tmp_path, output_cache):
     wd = copy_project(tmp_path / "wd")
-    site = {"SLURM_CONF": str(slurm_cluster.CONF), "SNAKEMAKE_OUTPUT_CACHE": str(output_cache)}
+    # its slurm.conf and its client commands (on the PATH of snakemake and, through sbatch, of its jobs)
+    site = {**cluster.env(), "SNAKEMAKE_OUTPUT_CACHE": str(output_cache)}
     proc = snakemake(wd, *TARGETS, "--configfile", CONFIG, "--profile", "profiles/slurm", "--cache", *DATA_RULES,
                      *LOCAL_SITE, timeout=1200, extra_env=site)
     out = proc.stdout + proc.stderr

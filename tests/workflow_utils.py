@@ -32,7 +32,8 @@ def copy_project(dest: Path) -> Path:
 
 # Snakemake's SLURM plugin asks `scontrol show config` at import; where a SLURM
 # client is installed but no controller answers, that hangs for 10 s on every
-# call. Outside the SLURM test, point it at a controller that refuses at once.
+# call. Outside the SLURM test (which passes its private cluster's SLURM_CONF
+# and PATH), point it at a controller that refuses at once.
 NO_SLURM_CONF = Path(os.environ.get("TMPDIR", "/tmp")) / "resonant-no-slurm.conf"
 
 
@@ -45,9 +46,9 @@ def _no_slurm_conf() -> str:
 def env(**extra) -> dict:
     e = dict(os.environ)
     e.setdefault("SLURM_CONF", _no_slurm_conf())
-    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
     e.pop("PYTHONPATH", None)
     e.update({k: str(v) for k, v in extra.items()})
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"  # the venv first, also on a PATH given in extra
     return e
 
 
