@@ -37,7 +37,7 @@ rule cathode_flow:
         sb=engine_input("sb"),
         code=code("cathode_flow"),
     params:
-        p=engine_params,
+        p=engine_params("flow"),
     log:
         "results/{study}/logs/{engine}/flow-inj{inj}-seed{seed}.log",
     threads: 1
@@ -57,7 +57,7 @@ rule cathode_sample:
         mjj="results/{study}/inj{inj}/seed{seed}/sr_mjj.parquet",
         code=code("cathode_sample"),
     params:
-        p=engine_params,
+        p=engine_params("sample"),
     log:
         "results/{study}/logs/{engine}/sample-inj{inj}-seed{seed}.log",
     threads: 1
@@ -81,7 +81,7 @@ rule cathode_classify:
         test=engine_input("test"),
         code=code("cathode_classify"),
     params:
-        p=engine_params,
+        p=engine_params("classify"),
     log:
         "results/{study}/logs/{engine}/classify-inj{inj}-seed{seed}.log",
     threads: 2
@@ -102,7 +102,7 @@ rule cathode_fidelity:
         samples=f"{ENGINE_DIR}/samples.h5",
         code=code("cathode_fidelity"),
     params:
-        p=engine_params,
+        p=engine_params("fidelity"),
     log:
         "results/{study}/logs/{engine}/fidelity-inj{inj}-seed{seed}.log",
     threads: 2

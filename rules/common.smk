@@ -248,20 +248,34 @@ def engine_input(name):
     return f
 
 
-def engine_params(wildcards):
-    """The settings of an engine run, with what its seeds derive from (resonant.seeds.engine): the study set
+def _engine_settings(wildcards):
+    """Every setting of an engine run, with what its seeds derive from (resonant.seeds.engine): the study set
     and the engine's name."""
     cfg, e, f = _engine_parts(wildcards.engine)
     if cfg is None:
-        return json.dumps({**json.loads(method_params("cathode")(wildcards)), "engine": wildcards.engine},
-                          sort_keys=True)
+        return {**json.loads(method_params("cathode")(wildcards)), "engine": wildcards.engine}
     from resonant.features import latent_names
 
     c = CONTRASTIVE
-    return json.dumps({"features": latent_names(c["encoder"]["latent_dim"]), "flow": c["flow"],
-                       "classifier": c["classifier"], "study": wildcards.study, "injection": int(wildcards.inj),
-                       "seed": int(wildcards.seed), "engine": wildcards.engine, "configuration": cfg,
-                       "member": f"e{e}/f{f}"}, sort_keys=True)
+    return {"features": latent_names(c["encoder"]["latent_dim"]), "flow": c["flow"], "classifier": c["classifier"],
+            "study": wildcards.study, "injection": int(wildcards.inj), "seed": int(wildcards.seed),
+            "engine": wildcards.engine, "configuration": cfg, "member": f"e{e}/f{f}"}
+
+
+#: the settings block each engine stage reads: the flow (training, sampling) or the classifier
+ENGINE_STAGE_BLOCK = {"flow": "flow", "sample": "flow", "classify": "classifier", "fidelity": "classifier"}
+
+
+def engine_params(stage):
+    """A params function: what one stage of an engine run reads (its settings block, the features, the seeds'
+    keys), so that a classifier setting reruns the classifiers and not the flows."""
+    block = ENGINE_STAGE_BLOCK[stage]
+    other = set(ENGINE_STAGE_BLOCK.values()) - {block}
+
+    def params(wildcards):
+        return json.dumps({k: v for k, v in _engine_settings(wildcards).items() if k not in other}, sort_keys=True)
+
+    return params
 
 
 def checks_engine(cmethod):
@@ -365,15 +379,20 @@ def enabled_generators():
     return [g for g in GENERATORS if g in enabled_methods()]
 
 
-def generator_params(generator):
-    """A params function: the settings of a generator's training and sampling (one string for all its rules)."""
+def generator_params(generator, stage):
+    """A params function: what one stage of a generator reads: ``stage`` is "jet_model" or "particle_model"
+    (training: that model's settings and the training engine) or "sampling", so that a particle-model setting
+    does not retrain the jet model."""
 
     def params(wildcards):
         s = config["methods"][generator]
-        return json.dumps({**{k: v for k, v in s.items() if k != "enabled"},
-                           "max_particles": POINTCLOUD["max_particles"], "study": wildcards.study,
-                           "injection": int(wildcards.inj), "seed": int(wildcards.seed), "generator": generator,
-                           "kde_oversampling": config["studies"][wildcards.study]["mjj_kde"]["oversampling"]},
+        own = {stage: s[stage]}
+        if stage == "sampling":
+            own["kde_oversampling"] = config["studies"][wildcards.study]["mjj_kde"]["oversampling"]
+        elif "engine" in s:
+            own["engine"] = s["engine"]
+        return json.dumps({**own, "max_particles": POINTCLOUD["max_particles"], "study": wildcards.study,
+                           "injection": int(wildcards.inj), "seed": int(wildcards.seed), "generator": generator},
                           sort_keys=True)
 
     return params

@@ -31,7 +31,7 @@ for _gen, (_short, _ext, _env) in GENERATOR_RULES.items():
                 sb="results/{study}/inj{inj}/seed{seed}/sb.parquet",
                 code=generator_code("train_generator", _gen),
             params:
-                p=generator_params(_gen),
+                p=generator_params(_gen, f"{_part}_model"),
                 model=f"{_part}s",
                 launcher=launcher,
             log:
@@ -56,7 +56,7 @@ for _gen, (_short, _ext, _env) in GENERATOR_RULES.items():
             mjj=sampling_mjj_input,
             code=generator_code("sample_generator", _gen),
         params:
-            p=generator_params(_gen),
+            p=generator_params(_gen, "sampling"),
             region=sampling_region,
         wildcard_constraints:
             region="|_sb",
