@@ -27,12 +27,19 @@ What the score ranks
     direction with the truth labels; a search cannot, and nothing here does.
 
 Rarity of the encoding (``vae_latent``)
-    The same members score an event by how rare its encoding (latent mean and
-    log width) is among the data's encodings: -log of a kernel density of the
-    data's encodings in robustly standardised coordinates
+    The same members score an event by how rare its encoding (its latent mean;
+    with ``width``, also its log width) is among the data's encodings: -log of
+    a kernel density of the data's encodings in robustly standardised
+    coordinates
     (:class:`EncodingRarity`), so the orientation, offset and scale of a
     member's axis do not matter; each member's score is standardised on the
-    data, so members of opposite orientation add instead of cancelling.
+    data, so members of opposite orientation add instead of cancelling. On
+    the laptop data the mean alone ranks better than mean and width (test AUC
+    0.84 / 0.77 / 0.82 against 0.80 / 0.77 / 0.76 at 200 / 500 / 500 injected,
+    seeds 1 / 0 / 1). The score is two-sided: both ends of the latent
+    distribution are rare, while a signal sits at one end, so it stays below a
+    one-sided score whose direction is known (the signed mean, oriented with
+    the labels, AUC ~0.9, SIC at eps_S = 0.5 ~2), which a search cannot have.
 
 Characterisation
     The encoder is frozen; a new decoder learns the observables from
@@ -284,7 +291,7 @@ def load_ensemble(models_dir) -> tuple[list, list[dict]]:
 
 
 # ---------------------------------------------------------------- rarity of the encoding (vae_latent)
-LATENT_DEFAULTS = {"width": True, "bandwidth": None, "n_reference": 20000}
+LATENT_DEFAULTS = {"width": False, "bandwidth": None, "n_reference": 20000}
 _CHUNK_CELLS = 4_000_000  # points x reference events per block of the density sums (~32 MB)
 
 
@@ -293,7 +300,7 @@ def latent_settings(params: dict | None = None) -> dict:
     return {**LATENT_DEFAULTS, **{k: v for k, v in (params or {}).items() if k in LATENT_DEFAULTS}}
 
 
-def encodings(model, X: np.ndarray, width: bool = True) -> np.ndarray:
+def encodings(model, X: np.ndarray, width: bool = False) -> np.ndarray:
     """The encoding of each event: its latent means and, with ``width``, its latent log widths (log sigma):
     (N, latent_dim) or (N, 2 latent_dim)."""
     mean, log_var = model.encode_numpy(X)
